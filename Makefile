@@ -1,0 +1,27 @@
+# The two commands of the README: `make run` and `make test`. Both install into .venv first
+# (once; again when pyproject.toml changes).
+PYTHON ?= python3.11
+VENV ?= .venv
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test install bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade uv
+	$(VENV)/bin/uv pip install --python $(VENV)/bin/python -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/segen run
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/run_all.py
+
+clean:
+	rm -rf .segen

@@ -1,0 +1,168 @@
+"""The segen command line. Heavy imports (torch, prefect, mlflow, dvc) happen inside the
+commands that need them, so `segen --help` is instant."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+EXIT_BAD_INPUT = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not hasattr(args, "handler"):
+        _parser().print_help()
+        return EXIT_BAD_INPUT
+    from segen.config import ParamsError
+    from segen.env import configure_environment
+    from segen.project import Project, ProjectError
+
+    args.project = Project.at(args.project)
+    configure_environment(args.project)
+    try:
+        return args.handler(args)
+    except (ParamsError, ProjectError, FileNotFoundError, ValueError) as err:
+        print(f"segen: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segen", description=(
+        "Orchestrated image segmentation pipeline: DVC-versioned data -> validate -> "
+        "preprocess -> U-Net -> evaluate -> MLflow registry, every stage cached by content."))
+    parser.add_argument("--project", default=".", help="project root (default: current dir)")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    run = _command(sub, "run", "run the whole pipeline (cached stages are skipped)", _run)
+    _params_and_json(run)
+    stage = _command(sub, "stage", "run one stage on its upstream stages' latest results",
+                     _stage)
+    stage.add_argument("name", help="stage name (see dvc.yaml)")
+    _params_and_json(stage)
+
+    data = sub.add_parser("data", help="manage the dataset in data/").add_subparsers(
+        metavar="ACTION")
+    generate = _command(data, "generate", "write the default shapes dataset into data/",
+                        _data_generate)
+    generate.add_argument("--force", action="store_true", help="replace an existing data/")
+    generate.add_argument("--params", default="params.yaml")
+    pairs = _command(data, "import-pairs", "import paired image/mask folders as a new data "
+                     "version", _data_import_pairs)
+    pairs.add_argument("images_dir", type=Path)
+    pairs.add_argument("masks_dir", type=Path)
+    pairs.add_argument("--classes", nargs="+", help="class names, index 0 first")
+    pairs.add_argument("--class-map", help='RGB palette masks: "R,G,B=name;R,G,B=name"')
+    pairs.add_argument("--params", default="params.yaml")
+
+    dvc = _command(sub, "dvc-yaml", "write dvc.yaml from the stage graph", _dvc_yaml)
+    dvc.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml is out of date")
+    return parser
+
+
+def _command(sub: Any, name: str, help_text: str, handler: Callable[[argparse.Namespace], int]
+             ) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _params_and_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", default="params.yaml", help="params file (default: "
+                        "params.yaml in the project)")
+    parser.add_argument("--json", action="store_true", help="print one JSON summary last")
+
+
+def _params_path(args: argparse.Namespace) -> str:
+    path = Path(args.params)
+    return str(path if path.is_absolute() else (Path.cwd() / path).resolve())
+
+
+def _report(summary: dict[str, Any], as_json: bool) -> int:
+    from segen.summary import format_summary
+
+    print(json.dumps(summary) if as_json else format_summary(summary))
+    return 0
+
+
+def _run_flow(call: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    from tasks.validate import DataValidationError
+
+    try:
+        return call()
+    except DataValidationError as err:
+        print(f"segen: the dataset is not valid:\n{err}", file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from flows.pipeline import pipeline
+
+    args.project.require_dvc()
+    summary = _run_flow(lambda: pipeline(str(args.project.root), _params_path(args)))
+    return EXIT_BAD_INPUT if summary is None else _report(summary, args.json)
+
+
+def _stage(args: argparse.Namespace) -> int:
+    from flows.pipeline import single_stage
+    from segen.stages import stage
+
+    stage(args.name)  # unknown names fail before Prefect starts
+    args.project.require_dvc()
+    summary = _run_flow(lambda: single_stage(str(args.project.root), _params_path(args),
+                                             args.name))
+    return EXIT_BAD_INPUT if summary is None else _report(summary, args.json)
+
+
+def _data_generate(args: argparse.Namespace) -> int:
+    import shutil
+
+    from segen.config import load_params
+    from segen.shapes import generate_shapes_dataset
+
+    params = load_params(Path(_params_path(args))).dataset
+    if args.project.data.exists() and args.force:
+        shutil.rmtree(args.project.data)
+    generate_shapes_dataset(args.project.data, seed=params.seed, n_images=params.n_images,
+                            image_size=params.image_size, min_shapes=params.min_shapes,
+                            max_shapes=params.max_shapes)
+    print(f"wrote {params.n_images} images to {args.project.data}")
+    return 0
+
+
+def _data_import_pairs(args: argparse.Namespace) -> int:
+    from segen.config import load_params
+    from segen.importers import import_pairs, parse_class_map
+    from tasks.version_data import track_data
+
+    params = load_params(Path(_params_path(args)))
+    args.project.require_dvc()
+    class_map = parse_class_map(args.class_map) if args.class_map else None
+    summary = import_pairs(args.images_dir, args.masks_dir, args.project.data,
+                           classes=args.classes, class_map=class_map)
+    version = track_data(args.project, params.data)
+    print(f"{summary}\nnew data version {version} (data.dvc updated; commit it with git)")
+    return 0
+
+
+def _dvc_yaml(args: argparse.Namespace) -> int:
+    from segen import dvcyaml
+
+    text = dvcyaml.render(args.project.root)
+    path = args.project.root / "dvc.yaml"
+    if args.check:
+        current = path.read_text() if path.is_file() else ""
+        if current != text:
+            print(f"{path} is out of date: run `segen dvc-yaml`", file=sys.stderr)
+            return 1
+        print(f"{path} is up to date")
+        return 0
+    path.write_text(text)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""The one reader of params.yaml: parses it into frozen, validated dataclasses.
+
+Every section is a dataclass without defaults (params.yaml is the single source of
+values); unknown or missing keys and out-of-range values fail loudly with the key
+path and the fix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, malformed, or holds a value out of range."""
+
+
+@dataclass(frozen=True)
+class DatasetParams:
+    """The procedurally generated default dataset (used when data/ is absent)."""
+    seed: int
+    n_images: int
+    image_size: int
+    min_shapes: int
+    max_shapes: int
+
+    def check(self) -> None:
+        _require(self.n_images >= 4, "dataset.n_images", "an int >= 4", self.n_images)
+        _require(self.image_size >= 16, "dataset.image_size", "an int >= 16", self.image_size)
+        _require(1 <= self.min_shapes <= self.max_shapes, "dataset.min_shapes",
+                 "1 <= min_shapes <= max_shapes", (self.min_shapes, self.max_shapes))
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """Dataset versioning: where DVC pushes data versions."""
+    remote: str  # a directory outside the repository (~ expanded) or any DVC remote URL
+
+    def check(self) -> None:
+        _require(bool(self.remote.strip()), "data.remote", "a non-empty path or URL", self.remote)
+
+
+@dataclass(frozen=True)
+class ValidateParams:
+    """Dataset checks run before any training."""
+    min_class_fraction: float  # classes rarer than this (pixel fraction) give a warning
+
+    def check(self) -> None:
+        _require(0.0 <= self.min_class_fraction < 1.0, "validate.min_class_fraction",
+                 "a float in [0, 1)", self.min_class_fraction)
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    """Resize and deterministic train/val/test split."""
+    image_size: int
+    val_fraction: float
+    test_fraction: float
+    seed: int
+
+    def check(self) -> None:
+        _require(self.image_size >= 16, "preprocess.image_size", "an int >= 16", self.image_size)
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            _require(0.0 < value < 0.5, f"preprocess.{name}", "a float in (0, 0.5)", value)
+
+
+@dataclass(frozen=True)
+class UNetParams:
+    """U-Net architecture and its training (Ronneberger et al. 2015)."""
+    depth: int
+    base_width: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    dice_weight: float
+    augment: bool
+    crop_size: int | None  # random square crops for training (None: whole images)
+    seed: int
+
+    def check(self) -> None:
+        _require(1 <= self.depth <= 6, "unet.depth", "an int in [1, 6]", self.depth)
+        _require(self.base_width >= 1, "unet.base_width", "an int >= 1", self.base_width)
+        _require(self.epochs >= 1, "unet.epochs", "an int >= 1", self.epochs)
+        _require(self.batch_size >= 1, "unet.batch_size", "an int >= 1", self.batch_size)
+        _require(self.lr > 0, "unet.lr", "a float > 0", self.lr)
+        _require(self.weight_decay >= 0, "unet.weight_decay", "a float >= 0", self.weight_decay)
+        _require(self.dice_weight >= 0, "unet.dice_weight", "a float >= 0", self.dice_weight)
+        multiple = 2 ** self.depth
+        _require(self.crop_size is None or (self.crop_size > 0 and self.crop_size % multiple == 0),
+                 "unet.crop_size", f"null or a positive multiple of 2**depth = {multiple}",
+                 self.crop_size)
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """Evaluation on the test split."""
+    batch_size: int
+    grid_images: int  # rows in the image / truth / prediction grid
+
+    def check(self) -> None:
+        _require(self.batch_size >= 1, "evaluate.batch_size", "an int >= 1", self.batch_size)
+        _require(self.grid_images >= 1, "evaluate.grid_images", "an int >= 1", self.grid_images)
+
+
+@dataclass(frozen=True)
+class RegisterParams:
+    """Registration of the trained U-Net in the MLflow model registry."""
+    model_name: str
+    champion_alias: str
+
+    def check(self) -> None:
+        _require(bool(self.model_name.strip()), "register.model_name", "a non-empty name",
+                 self.model_name)
+
+
+@dataclass(frozen=True)
+class MlflowParams:
+    """Where runs and models are tracked (MLFLOW_TRACKING_URI overrides tracking_uri)."""
+    tracking_uri: str | None  # None: embedded SQLite store under .segen/
+    experiment: str
+
+    def check(self) -> None:
+        _require(bool(self.experiment.strip()), "mlflow.experiment", "a non-empty name",
+                 self.experiment)
+
+
+@dataclass(frozen=True)
+class Params:
+    dataset: DatasetParams
+    data: DataParams
+    validate: ValidateParams
+    preprocess: PreprocessParams
+    unet: UNetParams
+    evaluate: EvaluateParams
+    register: RegisterParams
+    mlflow: MlflowParams
+
+
+def load_params(path: Path) -> Params:
+    """Read and validate params.yaml (the only place that reads it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found. Pass --params PATH or run from the "
+                          "project root, where params.yaml lives.")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML ({err}). Fix the syntax.") from err
+    params = _build(Params, raw, where=f"{path}:")
+    for section in dataclasses.fields(params):
+        getattr(params, section.name).check()
+    return params
+
+
+def as_dict(section: Any) -> dict[str, Any]:
+    """Plain-dict view of a params section (for hashing and MLflow)."""
+    return dataclasses.asdict(section)
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{where}: expected a mapping for {cls.__name__}, got {raw!r}.")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    missing = [n for n in names if n not in raw]
+    if unknown:
+        raise ParamsError(f"{where}: unknown key(s) {unknown}; allowed: {names}. Remove or "
+                          "rename them.")
+    if missing:
+        raise ParamsError(f"{where}: missing key(s) {missing}. Add them (see the README's "
+                          "configuration section).")
+    return cls(**{n: _coerce(hints[n], raw[n], _join(where, n)) for n in names})
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where} {name}" if where.endswith(":") else f"{where}.{name}"
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if isinstance(hint, types.UnionType):  # `int | None`
+        if value is None and type(None) in hint.__args__:
+            return None
+        (inner,) = [a for a in hint.__args__ if a is not type(None)]
+        return _coerce(inner, value, where)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ParamsError(f"{where}: expected {hint.__name__}, got {value!r} "
+                          f"({type(value).__name__}). Fix it in params.yaml.")
+    return value
+
+
+def _require(ok: bool, key: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise ParamsError(f"params.yaml: {key}: expected {expected}, got {got!r}. Fix it in params.yaml.")

@@ -1,0 +1,84 @@
+"""Content-addressed artifact store: store/<stage>/<key>/ published atomically.
+
+A stage writes into a private staging folder; publishing is a single rename, so a
+key's folder either holds a complete artifact (with _meta.json) or does not exist.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from segen.hashing import hash_tree
+
+META = "_meta.json"
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a stage hands downstream: its key, its content digest and where it lives."""
+    stage: str
+    key: str
+    digest: str  # content hash of the outputs: what downstream keys are built from
+    path: str
+    info: dict[str, Any] = field(default_factory=dict)  # small outputs (versions, metrics)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "StageResult":
+        return cls(**json.loads(text))
+
+
+class ArtifactStore:
+    def __init__(self, root: Path):
+        self.root = root
+
+    def path(self, stage: str, key: str) -> Path:
+        return self.root / stage / key
+
+    def load(self, stage: str, key: str) -> StageResult | None:
+        """The published result for key, or None if absent or incomplete."""
+        meta = self.path(stage, key) / META
+        if not meta.is_file():
+            return None
+        return StageResult.from_json(meta.read_text())
+
+    @contextmanager
+    def staging(self, stage: str) -> Iterator[Path]:
+        """A private folder to write outputs into; removed if the block fails."""
+        tmp = self.root / stage / f".tmp-{uuid.uuid4().hex}"
+        tmp.mkdir(parents=True)
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def publish(self, stage: str, key: str, staged: Path, info: dict[str, Any],
+                digest: str | None = None) -> StageResult:
+        """Atomically move a staged folder to its key; the first publisher wins."""
+        final = self.path(stage, key)
+        result = StageResult(stage=stage, key=key, digest=digest or hash_tree(staged),
+                             path=str(final), info=info)
+        (staged / META).write_text(result.to_json())
+        try:
+            os.rename(staged, final)
+        except OSError:  # already published (a concurrent or earlier run): keep that one
+            if self.load(stage, key) is None:
+                raise
+            return self.load(stage, key)  # type: ignore[return-value]
+        return result
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a small text file so readers never see it half written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,43 @@
+"""The run summary: what `segen run` prints (and returns as JSON)."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from segen.config import Params
+from segen.project import Project
+from segen.store import StageResult
+
+
+def summarise(project: Project, params: Params, results: dict[str, StageResult],
+              statuses: list[dict[str, str]], data_source: str) -> dict[str, Any]:
+    data = results.get("version_data")
+    models = [{"name": r.info["model_name"], "version": r.info["version"],
+               "metrics": r.info["metrics"], "champion": r.info["champion"],
+               "run_id": r.info["run_id"]}
+              for r in results.values() if "model_name" in r.info]
+    return {"data_version": data.info["data_version"] if data else None,
+            "data_source": data_source, "stages": statuses, "models": models,
+            "ui": ui_commands(project)}
+
+
+def ui_commands(project: Project) -> dict[str, str]:
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{project.mlflow_db}")
+    prefect_home = os.environ.get("PREFECT_HOME", str(project.prefect_home))
+    return {
+        "mlflow": (f"mlflow ui --backend-store-uri {tracking} --port 5000"
+                   if tracking.startswith("sqlite:") else f"open {tracking}"),
+        "prefect": f"PREFECT_HOME={prefect_home} prefect server start  # then open http://127.0.0.1:4200",
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = [f"data version  {summary['data_version']}  ({summary['data_source']})", "stages"]
+    lines += [f"  {s['name']:<14} {s['status']:<7} {s['key'][:12]}" for s in summary["stages"]]
+    for model in summary["models"]:
+        alias = "  [champion]" if model["champion"] else ""
+        lines.append(f"model         {model['name']} v{model['version']}{alias}")
+        lines += [f"  {k:<22} {v:.4f}" for k, v in sorted(model["metrics"].items())]
+    lines += ["open the UIs", f"  MLflow:  {summary['ui']['mlflow']}",
+              f"  Prefect: {summary['ui']['prefect']}"]
+    return "\n".join(lines)

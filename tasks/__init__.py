@@ -1,0 +1,1 @@
+"""Prefect tasks: one pipeline stage each (see segen.stages for the graph)."""

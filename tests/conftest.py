@@ -1,0 +1,110 @@
+"""Test harness: telemetry off, tool state in temp dirs, one Prefect harness per session,
+and tiny throwaway segen projects (real git, DVC and MLflow in tmp_path)."""
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+_STATE = Path(tempfile.mkdtemp(prefix="segen-tests-"))
+os.environ.update({
+    "DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
+    "PREFECT_HOME": str(_STATE / "prefect"), "XDG_CONFIG_HOME": str(_STATE / "xdg"),
+    "DVC_SITE_CACHE_DIR": str(_STATE / "dvc-site"),
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    "PREFECT_UI_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING",
+})
+
+# Small enough that a whole pipeline trains in seconds on 2 CPU cores.
+TINY = {
+    "dataset": {"n_images": 40, "image_size": 32},
+    "preprocess": {"image_size": 32, "val_fraction": 0.15, "test_fraction": 0.2},
+    "unet": {"depth": 2, "base_width": 4, "epochs": 2, "batch_size": 8, "augment": False},
+    "evaluate": {"batch_size": 16, "grid_images": 4},
+    "register": {"model_name": "test-unet"},
+}
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    out = copy.deepcopy(base)
+    for section, values in overrides.items():
+        out.setdefault(section, {}).update(values)
+    return out
+
+
+def write_params(project: Path, overrides: dict[str, dict[str, Any]]) -> Path:
+    current = yaml.safe_load((project / "params.yaml").read_text())
+    path = project / "params.yaml"
+    path.write_text(yaml.safe_dump(merge(current, overrides), sort_keys=False))
+    return path
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def init_project(root: Path, overrides: dict[str, dict[str, Any]] | None = None) -> Path:
+    """A fresh git + DVC project with tiny params and a DVC remote beside it."""
+    from dvc.repo import Repo
+
+    root.mkdir(parents=True, exist_ok=True)
+    git(root, "init", "-q")
+    git(root, "config", "user.email", "test@segen"), git(root, "config", "user.name", "segen test")
+    Repo.init(str(root)).close()
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = merge(merge(base, TINY), {"data": {"remote": str(root.parent / f"{root.name}-remote")}})
+    (root / "params.yaml").write_text(yaml.safe_dump(merge(params, overrides or {}), sort_keys=False))
+    git(root, "add", "-A"), git(root, "commit", "-qm", "init")
+    return root
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _restore_environ():
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture
+def tiny_project(tmp_path: Path) -> Path:
+    return init_project(tmp_path / "proj")
+
+
+@pytest.fixture
+def run_pipeline(prefect_harness) -> Callable[[Path], dict[str, Any]]:
+    """Run the real flow in-process (under the session's Prefect harness)."""
+    from flows.pipeline import pipeline
+
+    def run(project: Path) -> dict[str, Any]:
+        return pipeline(str(project), str(project / "params.yaml"))
+
+    return run
+
+
+def statuses(summary: dict[str, Any]) -> dict[str, str]:
+    return {s["name"]: s["status"] for s in summary["stages"]}
+
+
+def segen_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The real CLI in a subprocess (own temporary Prefect server)."""
+    return subprocess.run([sys.executable, "-m", "segen.cli", *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=timeout)
