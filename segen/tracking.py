@@ -32,6 +32,7 @@ def start_run(project: Project, run_name: str, run_id: str | None = None,
     """mlflow.start_run in the configured experiment (created with its artifacts in .segen/)."""
     import mlflow
 
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])  # set by configure_tracking
     name = os.environ.get(_EXPERIMENT_ENV, "segen")
     if mlflow.get_experiment_by_name(name) is None:
         location = None
@@ -40,6 +41,14 @@ def start_run(project: Project, run_name: str, run_id: str | None = None,
         mlflow.create_experiment(name, artifact_location=location)
     mlflow.set_experiment(name)
     return mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=tags)
+
+
+def client() -> Any:
+    """An MlflowClient on the store configure_tracking chose (not mlflow's global URI)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def git_revision(path: Path) -> str:

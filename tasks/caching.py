@@ -4,8 +4,8 @@ A stage's key hashes its name, the source of the modules it depends on, the dige
 of its upstream results, its own params sections and (for version_data) the content
 of data/. Prefect's cache records sit under .segen/prefect-cache; the outputs sit in
 the artifact store. A record whose artifact has gone missing (or no longer holds,
-e.g. a model version deleted from the registry) is not a hit: the key policy
-returns None and the stage recomputes.
+e.g. a model version deleted from the registry) is not a hit: the key policy drops
+that record and the stage recomputes.
 """
 from __future__ import annotations
 
@@ -81,7 +81,11 @@ class StagePolicy(CachePolicy):
         spec = stage(self.stage_name)
         project = inputs["project"]
         key = stage_key(spec, project, inputs)
-        return key if load_valid(spec, project, key) is not None else None
+        if load_valid(spec, project, key) is None:
+            # Prefect would serve its record as a hit: drop it so the stage recomputes
+            # and records its new result under the same key.
+            (_records(project) / key).unlink(missing_ok=True)
+        return key
 
 
 def stage_task(name: str, *, content_key: Callable[[Project], str] | None = None,
@@ -118,6 +122,10 @@ def stage_task(name: str, *, content_key: Callable[[Project], str] | None = None
     return decorate
 
 
+def _records(project: Project) -> Path:
+    return project.prefect_cache / "records"
+
+
 def _params_of(inputs: dict[str, Any]) -> dict[str, Any]:
     """The params sections a stage ran with, recorded with its result for lineage."""
     return {name: dataclasses.asdict(v) for name, v in inputs.items()
@@ -126,10 +134,9 @@ def _params_of(inputs: dict[str, Any]) -> dict[str, Any]:
 
 def run_stage(stage_task_: Task, project: Project, **inputs: Any) -> tuple[StageResult, str]:
     """Run a stage task in the current flow; returns its result and "ran" or "cached"."""
-    cache = Path(project.prefect_cache)
     configured = stage_task_.with_options(
-        cache_policy=StagePolicy(stage_name=stage_task_.name, key_storage=cache),
-        result_storage=cache)
+        cache_policy=StagePolicy(stage_name=stage_task_.name, key_storage=_records(project)),
+        result_storage=project.prefect_cache / "results")  # apart: both are named by key
     state = configured(project=project, **inputs, return_state=True)
     result: StageResult = state.result()  # re-raises the stage's own error
     write_atomic(project.pointer(result.stage), result.to_json())

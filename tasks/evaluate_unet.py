@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -53,11 +54,13 @@ def evaluate_unet(project: Project, preprocess: StageResult, train_unet: StageRe
     scores["n_test_images"] = len(images)
     per_image = per_image_scores(pred, masks, num_classes)
     np.savez(out / "per_image.npz", **{k: v.numpy() for k, v in per_image.items()})
-    (out / "metrics.json").write_text(json.dumps(scores, indent=1))
+    (out / "metrics.json").write_text(json.dumps(scores, indent=1).replace("NaN", "null"))
     n = min(evaluate.grid_images, len(images))
     save_image(prediction_grid(images[:n], masks[:n], pred[:n], num_classes), out / "grid.png")
     metrics = {"mean_iou": scores["mean_iou"], "mean_dice": scores["mean_dice"],
                "pixel_accuracy": scores["pixel_accuracy"]}
-    metrics.update({f"iou_{c}": v for c, v in zip(config["classes"], scores["iou_per_class"])})
-    metrics.update({f"dice_{c}": v for c, v in zip(config["classes"], scores["dice_per_class"])})
+    for kind in ("iou", "dice"):  # NaN marks a class absent from truth and prediction
+        metrics.update({f"{kind}_{c}": v for c, v in zip(config["classes"],
+                                                         scores[f"{kind}_per_class"])
+                        if not math.isnan(v)})
     return StageOutput({"metrics": metrics})

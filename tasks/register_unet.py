@@ -10,17 +10,16 @@ from segen.config import RegisterParams
 from segen.hashing import hash_json
 from segen.project import Project
 from segen.store import StageResult
-from segen.tracking import code_root, git_revision, start_run
+from segen.tracking import client, code_root, git_revision, start_run
 from tasks.caching import StageOutput, stage_task
 
 
 def model_version_exists(project: Project, result: StageResult) -> bool:
     """A stored registration holds only while the registry still has that version."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     try:
-        MlflowClient().get_model_version(result.info["model_name"], str(result.info["version"]))
+        client().get_model_version(result.info["model_name"], str(result.info["version"]))
     except MlflowException:
         return False
     return True
@@ -52,7 +51,6 @@ def register_unet(project: Project, version_data: StageResult, preprocess: Stage
                   register: RegisterParams, out: Path, key: str) -> StageOutput:
     """Register a new version; the champion alias goes to the first version only."""
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     upstream = {"version_data": version_data, "preprocess": preprocess,
                 "train_unet": train_unet, "evaluate_unet": evaluate_unet}
@@ -71,11 +69,11 @@ def register_unet(project: Project, version_data: StageResult, preprocess: Stage
         mlflow.log_artifacts(evaluate_unet.path, artifact_path="evaluation")
         _log_dataset(project, version_data.info["data_version"])
         info = _log_model(Path(train_unet.path), register.model_name)
-    client = MlflowClient()
+    registry = client()
     version = str(info.registered_model_version)
     for name, value in tags.items():
-        client.set_model_version_tag(register.model_name, version, name, value)
-    champion = _claim_first_champion(client, register)
+        registry.set_model_version_tag(register.model_name, version, name, value)
+    champion = _claim_first_champion(registry, register)
     summary = {"model_name": register.model_name, "version": int(version),
                "run_id": run.info.run_id, "metrics": metrics,
                "champion": champion == version}

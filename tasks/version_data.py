@@ -59,8 +59,8 @@ def track_data(project: Project, params: DataParams) -> str:
     """`dvc add data` then `dvc push`; returns the data version now recorded."""
     configure_remote(project, params)
     with open_repo(project) as repo:
-        repo.add("data")
-        repo.push(targets=["data.dvc"], remote=REMOTE)
+        repo.add(str(project.data))
+        repo.push(targets=[str(project.data_dvc)], remote=REMOTE)
     version = recorded_version(project)
     assert version is not None, "dvc add wrote no md5 into data.dvc"
     return version
@@ -90,7 +90,7 @@ def _pull(project: Project, params: DataParams) -> bool:
     configure_remote(project, params)
     try:
         with open_repo(project) as repo:
-            repo.pull(targets=["data.dvc"], remote=REMOTE)
+            repo.pull(targets=[str(project.data_dvc)], remote=REMOTE)
     except DvcException as err:
         log.info("data/ could not be pulled from DVC (%s)", str(err).splitlines()[0])
         return False

@@ -16,11 +16,14 @@ STAGE_NAMES = ["version_data", "validate", "preprocess", "train_unet", "evaluate
 
 
 def _mlflow_client(project: Path):
+    """A client on the project's store; also points mlflow's own URI there (for
+    load_model), which every pipeline run resets to its own project."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(f"sqlite:///{project / '.segen' / 'mlflow.db'}")
-    return MlflowClient()
+    uri = f"sqlite:///{project / '.segen' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def test_cold_run_then_fully_cached(tiny_project: Path, run_pipeline) -> None:
@@ -53,7 +56,7 @@ def test_registered_model_lineage_and_pyfunc(tiny_project: Path, run_pipeline) -
     assert version.tags["segen.key.train_unet"] == keys["train_unet"]
     assert len(version.tags["segen.params_hash"]) == 64
     assert version.tags["segen.code_revision"]
-    assert client.get_registered_model("test-unet").aliases["champion"] == "1"
+    assert str(client.get_registered_model("test-unet").aliases["champion"]) == "1"
     run = client.get_run(version.run_id)
     assert run.data.params["unet.depth"] == "2"
     assert "mean_iou" in run.data.metrics
