@@ -29,3 +29,5 @@ def configure_environment(project: Project) -> None:
     }
     for name, value in defaults.items():
         os.environ.setdefault(name, value)
+    # Prefect only creates the last level of PREFECT_HOME itself.
+    os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)

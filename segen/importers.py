@@ -144,16 +144,16 @@ def _scan_pairs(pairs: Pairs, class_map: dict[Colour, int] | None) -> tuple[str,
         with Image.open(image_path) as image, Image.open(mask_path) as mask:
             modes.add("L" if image.mode in GREY_MODES else "RGB")  # header only: no decoding
             if image.size != mask.size:
-                problems.append(f"{mask_path} is {mask.size[0]}x{mask.size[1]} but "
-                                f"{image_path} is {image.size[0]}x{image.size[1]}")
+                problems.append(f"{mask_path} size {mask.size[0]}x{mask.size[1]} differs from "
+                                f"{image_path} ({image.size[0]}x{image.size[1]})")
             elif class_map is not None:
                 problems += [f"{mask_path} has colour {c} not in the class map"
                              for c in _colours(mask)[0] if c not in class_map][:3]
             else:
                 values.update(np.unique(_read_ids(mask, mask_path)).tolist())
     if problems:
-        raise ImportPairsError(f"{len(problems)} mask problem(s): {_listing(problems)}. Fix the "
-                               "files, or add the colours to the class map.")
+        raise ImportPairsError(f"{len(problems)} mask problem(s): {_listing(problems)}. Re-export "
+                               "masks at their image's size; add unknown colours to the class map")
     image_mode = "RGB" if "RGB" in modes else "L"
     if class_map is not None:
         return "palette", max(class_map.values()), image_mode

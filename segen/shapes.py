@@ -135,26 +135,28 @@ def _colour(rng: np.random.Generator, palette: str) -> np.ndarray:
 
 
 def _shape_mask(rng: np.random.Generator, size: int, kind: str) -> np.ndarray:
-    """Boolean (H, W) of one shape; radius 8-20% of the side, anywhere mostly inside."""
-    radius = size * rng.uniform(0.08, 0.2)
+    """Boolean (H, W) of one shape; size 9-21% of the side, anywhere mostly inside."""
+    radius = size * rng.uniform(0.09, 0.21)
     cx, cy = rng.uniform(radius * 0.6, size - radius * 0.6, 2)
     turn = rng.uniform(0, 2 * math.pi)
     canvas = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(canvas)
     if kind == "circle":
-        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=1)
+        r = radius * 0.8  # area 2.0 r^2, like every other kind: no class is the big one
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=1)
     else:
         draw.polygon(_polygon(kind, cx, cy, radius, turn), fill=1)
     return np.asarray(canvas, dtype=bool)
 
 
 def _polygon(kind: str, cx: float, cy: float, r: float, turn: float) -> list[tuple[float, float]]:
+    """Corners of a square, triangle or star, each scaled to an area of 2.0 r^2."""
     if kind == "square":
         radii, corners = [r] * 4, 4
     elif kind == "triangle":
-        radii, corners = [r * 1.15] * 3, 3  # a little larger: same area feel as the others
+        radii, corners = [r * 1.24] * 3, 3
     else:  # a five-pointed star: alternating outer and inner radii
-        radii, corners = [r * 1.1, r * 0.45] * 5, 10
+        radii, corners = [r * 1.3, r * 0.53] * 5, 10
     return [(cx + rad * math.cos(turn + 2 * math.pi * k / corners),
              cy + rad * math.sin(turn + 2 * math.pi * k / corners))
             for k, rad in enumerate(radii)]
