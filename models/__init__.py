@@ -1,5 +1,5 @@
-"""Pure model layer: architecture, losses and metrics (no I/O, no tracking)."""
+"""Pure model code: networks, losses, metrics (no I/O, no Prefect, no MLflow).
 
-from models.unet import UNet, required_multiple
-
-__all__ = ["UNet", "required_multiple"]
+Import the submodules directly (models.unet, ...): this package imports nothing, so
+hashing their sources for cache keys never pulls in torch.
+"""

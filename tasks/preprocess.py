@@ -5,11 +5,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import torch
-from PIL import Image
-from torchvision.transforms.v2 import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
 from segen.config import PreprocessParams
 from segen.project import Project
@@ -28,6 +23,11 @@ def split_indices(n: int, params: PreprocessParams) -> dict[str, list[int]]:
 
 
 def _load_pair(data_dir: Path, image: str, mask: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+    from PIL import Image
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
     img = torch.from_numpy(np.asarray(Image.open(data_dir / image)))
     img = img[None] if img.ndim == 2 else img.permute(2, 0, 1)  # (C, H, W)
     msk = torch.from_numpy(np.asarray(Image.open(data_dir / mask)))[None]  # (1, H, W)
@@ -41,7 +41,9 @@ def _load_pair(data_dir: Path, image: str, mask: str, size: int) -> tuple[np.nda
 def preprocess(project: Project, version_data: StageResult, validate: StageResult,
                preprocess: PreprocessParams, out: Path, key: str) -> StageOutput:
     """images.npy (N,H,W,C) uint8, masks.npy (N,H,W) uint8, labels.npy, split + stats."""
-    manifest = pd.read_csv(project.data / "manifest.csv")
+    import pandas as pd  # lazy here and above: a cached run never imports pandas or torch
+
+    manifest = pd.read_csv(project.data / "manifest.csv", dtype={"id": str})
     classes = json.loads((project.data / "classes.json").read_text())["classes"]
     pairs = [_load_pair(project.data, r.image, r.mask, preprocess.image_size)
              for r in manifest.itertuples()]

@@ -8,7 +8,6 @@ from pathlib import Path
 from segen.config import ValidateParams
 from segen.project import Project
 from segen.store import StageResult, write_atomic
-from segen.validation import validate_dataset
 from tasks.caching import StageOutput, stage_task
 
 log = logging.getLogger("segen.validate")
@@ -22,6 +21,8 @@ class DataValidationError(ValueError):
 def validate(project: Project, version_data: StageResult, validate: ValidateParams,
              out: Path, key: str) -> StageOutput:
     """Stop the run, naming every bad file, if the dataset at this version is unusable."""
+    from segen.validation import validate_dataset  # pandas, PIL: only when it runs
+
     report = validate_dataset(project.data, min_class_fraction=validate.min_class_fraction)
     text = report.format()
     write_atomic(project.state / "reports" / "validation.txt", text)
