@@ -1,0 +1,60 @@
+"""Training resumes from its last checkpoint after the process is killed mid-epoch."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import segen_cli, write_params
+
+pytestmark = pytest.mark.slow
+
+
+def _wait_for_checkpoint(work: Path, proc: subprocess.Popen, timeout: float) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = list(work.glob("*/checkpoint.pt"))
+        if found:
+            return found[0]
+        assert proc.poll() is None, "training ended before it could be interrupted"
+        time.sleep(0.05)
+    raise TimeoutError("no checkpoint appeared")
+
+
+def test_killed_training_resumes_to_the_configured_epochs(tiny_project: Path, run_pipeline
+                                                          ) -> None:
+    run_pipeline(tiny_project)  # every upstream stage, so `segen stage train_unet` can run
+    epochs = 40
+    write_params(tiny_project, {"unet": {"epochs": epochs}})
+    proc = subprocess.Popen([sys.executable, "-m", "segen.cli", "stage", "train_unet"],
+                            cwd=tiny_project, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        checkpoint = _wait_for_checkpoint(tiny_project / ".segen/work/train_unet", proc, 300)
+        os.killpg(proc.pid, signal.SIGKILL)  # mid-epoch 2 (or later): never a clean stop
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    interrupted_at = torch.load(checkpoint, weights_only=False)["epoch"]
+    assert 1 <= interrupted_at < epochs
+
+    result = segen_cli("stage", "train_unet", "--json", cwd=tiny_project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    pointer = json.loads((tiny_project / ".segen/stages/train_unet.json").read_text())
+    info = pointer["info"]
+    assert info["epochs"] == epochs and info["resumed_from_epoch"] >= interrupted_at
+    assert not checkpoint.exists()  # work folder cleaned once the model is published
+
+    from mlflow.tracking import MlflowClient
+    uri = f"sqlite:///{tiny_project / '.segen' / 'mlflow.db'}"
+    history = MlflowClient(tracking_uri=uri).get_metric_history(info["mlflow_run_id"],
+                                                                "train_loss")
+    assert sorted({m.step for m in history}) == list(range(1, epochs + 1))  # one run, all epochs
