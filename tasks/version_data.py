@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -56,13 +57,32 @@ def recorded_version(project: Project) -> str | None:
 
 
 def track_data(project: Project, params: DataParams) -> str:
-    """`dvc add data` then `dvc push`; returns the data version now recorded."""
+    """`dvc add data` then `dvc push`; returns the data version now recorded.
+
+    Under `dvc repro` (DVC_STAGE is set) data/ is read-locked by DVC itself, so the
+    stage only checks that data.dvc is current and leaves pushing to `dvc push`.
+    """
+    if os.environ.get("DVC_STAGE"):
+        return _check_recorded(project)
     configure_remote(project, params)
     with open_repo(project) as repo:
         repo.add(str(project.data))
         repo.push(targets=[str(project.data_dvc)], remote=REMOTE)
     version = recorded_version(project)
     assert version is not None, "dvc add wrote no md5 into data.dvc"
+    return version
+
+
+def _check_recorded(project: Project) -> str:
+    version = recorded_version(project)
+    changed = True
+    if version is not None:
+        with open_repo(project) as repo:
+            changed = bool(repo.status(targets=[str(project.data_dvc)]))
+    if changed:
+        raise ProjectError(f"data/ differs from what data.dvc records ({version}); inside "
+                           "`dvc repro` segen cannot re-record it. Run `dvc add data` (or "
+                           "`segen run`) first, then `dvc repro`.")
     return version
 
 

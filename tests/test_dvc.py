@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, git, init_project
+from conftest import REPO, git, init_project, segen_cli
 from segen import dvcyaml
 from segen.stages import STAGES
 
@@ -36,6 +36,8 @@ def test_dvc_repro_twice(tmp_path: Path) -> None:
     env_path = f"{REPO / '.venv/bin'}:{__import__('os').environ['PATH']}"
     run = lambda *a: subprocess.run(dvc + list(a), cwd=root, capture_output=True, text=True,  # noqa: E731
                                     env={**__import__("os").environ, "PATH": env_path})
+    assert segen_cli("data", "generate", cwd=root).returncode == 0
+    assert run("add", "data").returncode == 0  # what a DVC user has: data tracked by data.dvc
     first = run("repro")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     for name in STAGES:
