@@ -6,6 +6,7 @@ every script calls `bench_environment()` first thing, before importing project c
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -17,7 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 OUT_DIR = REPO / "bench" / "out"
@@ -57,6 +58,21 @@ def merge(base: dict, overrides: dict) -> dict:
     return out
 
 
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Send file descriptor 1 to /dev/null for the block (DVC's logger holds its own stream)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def git(root: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True,
                           text=True).stdout
@@ -72,7 +88,8 @@ def init_project(root: Path, overrides: dict[str, dict[str, Any]]) -> Path:
     git(root, "init", "-q")
     git(root, "config", "user.email", "bench@segen")
     git(root, "config", "user.name", "segen bench")
-    Repo.init(str(root)).close()
+    with quiet_stdout():  # "Initialized DVC repository. You can now commit the changes..."
+        Repo.init(str(root)).close()
     base = yaml.safe_load((REPO / "params.yaml").read_text())
     params = merge(merge(base, {"data": {"remote": str(root.parent / f"{root.name}-remote")}}),
                    overrides)
@@ -127,12 +144,28 @@ def machine() -> dict[str, Any]:
             "loadavg_1m_5m_15m": list(os.getloadavg())}
 
 
+def cpu_busy(seconds: float = 1.0) -> float | None:
+    """Fraction of all CPUs busy over `seconds` (from /proc/stat), None where unreadable."""
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
 def busy_warning() -> str | None:
-    """A warning when other work keeps the CPUs busy (timings are then skewed)."""
-    load = os.getloadavg()[0]
-    if load > 0.5 * (os.cpu_count() or 1):
-        return (f"WARNING: 1-minute load average is {load:.2f} on {os.cpu_count()} CPUs before "
-                "the benchmark starts: other processes compete for the CPUs, timings are skewed")
+    """A warning when other work keeps the CPUs busy now (timings are then skewed)."""
+    busy = cpu_busy()
+    if busy is not None and busy > 0.2:
+        return (f"WARNING: the CPUs were {busy:.0%} busy with other processes just before the "
+                "benchmark started: timings are skewed (see loadavg in the JSON)")
     return None
 
 

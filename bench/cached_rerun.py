@@ -73,6 +73,10 @@ def tiny_params(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     }
 
 
+def listing(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
 def statuses(summary: dict[str, Any]) -> dict[str, str]:
     return {s["name"]: s["status"] for s in summary["stages"]}
 
@@ -122,14 +126,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rerun_statuses": rerun,
     }
     path = write_json("cached_rerun", results)
+    n_hits = sum(v == "cached" for v in rerun.values())
     rows = [
         ("cold segen run", f"{cold_s:7.2f} s"),
-        ("cached rerun (median)", f"{cached:7.2f} s  ({', '.join(f'{s:.2f}' for s in cached_s)})"),
-        ("empty Prefect flow (median)", f"{empty:7.2f} s  ({', '.join(f'{s:.2f}' for s in empty_s)})"),
+        ("cached rerun (median)", f"{cached:7.2f} s  ({listing(cached_s)})"),
+        ("empty Prefect flow (median)", f"{empty:7.2f} s  ({listing(empty_s)})"),
         ("cached - empty flow", f"{cached - empty:7.2f} s  (what segen adds on a full hit)"),
         ("cold / cached", f"{cold_s / cached:7.1f} x"),
-        ("every rerun stage cached", f"{'yes' if all_cached else 'NO'}  "
-                                     f"({', '.join(f'{k}={v}' for k, v in rerun.items())})"),
+        ("every rerun stage cached", f"{'yes' if all_cached else 'NO'}  ({n_hits}/{len(rerun)} "
+                                     "stages cached in the last rerun)"),
         ("CPUs", f"{os.cpu_count()}  (load avg before {load_before[0]:.2f})"),
     ]
     print(table(rows, "segen run: cold vs fully cached rerun vs an empty Prefect flow"))

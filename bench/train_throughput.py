@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (bench_environment, fresh_dir, init_project, machine, median,  # noqa: E402
-                     table, write_json)
+from _common import (bench_environment, busy_warning, fresh_dir, init_project,  # noqa: E402
+                     machine, median, table, write_json)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -195,6 +195,7 @@ def stage_fit(project: Any, prepared: Any, unet: Any) -> tuple[float, dict[str, 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    warning = busy_warning()
     load_before = list(__import__("os").getloadavg())
     work = fresh_dir("segen-bench-train-", keep=args.keep)
     bench_environment(work / "state")
@@ -254,7 +255,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = [
         ("images per run", f"{images_per_run} ({unet.epochs} epochs x {n_train} train images, "
                            f"{args.image_size}x{args.image_size})"),
-        ("bare loop", f"{bare_ips:8.1f} img/s  (median of {', '.join(f'{s:.2f}' for s in bare_s)} s)"),
+        ("bare loop", f"{bare_ips:8.1f} img/s  (median of "
+                      f"{', '.join(f'{s:.2f}' for s in bare_s)} s)"),
         ("train_unet stage (wall)", f"{stage_ips:8.1f} img/s  (median of "
                                     f"{', '.join(f'{s:.2f}' for s in stage_s)} s)"),
         ("stage, recorded in info", f"{recorded_ips:8.1f} img/s  (training loops only)"),
@@ -266,6 +268,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                  f"  (load avg {results['machine']['loadavg_1m_5m_15m'][0]:.2f})"),
     ]
     print(table(rows, "train throughput: train_unet stage vs bare PyTorch loop"))
+    if warning:
+        print(warning)
     print(f"wrote {path}")
     return results
 

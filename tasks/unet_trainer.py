@@ -79,7 +79,7 @@ class Trainer:
 
     def train_epoch(self, images: torch.Tensor, masks: torch.Tensor, bar: tqdm) -> float:
         self.model.train()
-        total, count = 0.0, 0
+        total, count = torch.zeros((), device=self.device), 0
         for idx in batch_indices(len(images), self.params.batch_size, self.generator):
             x, y = self._inputs(images[idx]), masks[idx].to(self.device, non_blocking=True)
             if self.params.augment:
@@ -91,11 +91,13 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
             self.schedule.step()
-            total, count = total + loss.item() * len(idx), count + len(idx)
+            total = total + loss.detach() * len(idx)  # stays on device: no sync per step
+            count += len(idx)
             bar.update(len(idx))
-            bar.set_postfix(epoch=self.epoch + 1, loss=f"{loss.item():.4f}")
         self.epoch += 1
-        return total / count
+        mean_loss = float(total) / count
+        bar.set_postfix(epoch=self.epoch, loss=f"{mean_loss:.4f}")  # once an epoch: cheap
+        return mean_loss
 
     @torch.no_grad()
     def validate(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:

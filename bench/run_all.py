@@ -1,0 +1,88 @@
+"""Run the benchmarks one after the other and print their figures (`make bench`).
+
+  bench/train_throughput.py  train_unet stage vs a bare PyTorch loop (images/s, ratio)
+  bench/cached_rerun.py      cold `segen run` vs a fully cached rerun vs an empty Prefect flow
+  bench/isbi_unet.py         U-Net on ISBI 2012 membranes, held-out slices 25-29
+                             (only with --with-isbi: about 15 minutes on 2 CPU cores)
+
+Each runs in its own subprocess (its own fresh /tmp project and environment), never two at
+once, so they do not compete for the CPUs. Each prints its own table and writes
+bench/out/<name>.json; this script prints a combined summary from those files at the end.
+--quick runs each with small settings (a smoke test of the scripts, not figures to quote).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+
+QUICK = {
+    "train_throughput": ["--n-images", "80", "--epochs", "1", "--repeats", "1"],
+    "cached_rerun": ["--repeats", "1"],
+    "isbi_unet": ["--epochs", "1"],
+}
+
+
+def run(name: str, extra: list[str]) -> tuple[int, float]:
+    cmd = [sys.executable, str(HERE / f"{name}.py"), *extra]
+    print(f"\n=== {name}: {' '.join(cmd)}", flush=True)
+    start = time.perf_counter()
+    rc = subprocess.call(cmd)
+    return rc, time.perf_counter() - start
+
+
+def summary_rows(name: str) -> list[tuple[str, str]]:
+    path = OUT / f"{name}.json"
+    if not path.is_file():
+        return [(name, "no results")]
+    r = json.loads(path.read_text())
+    if name == "train_throughput":
+        return [("train: bare loop", f"{r['bare_images_per_second']:.1f} img/s"),
+                ("train: train_unet stage", f"{r['stage_images_per_second']:.1f} img/s (recorded "
+                 f"{r['stage_recorded_images_per_second_median']:.1f})"),
+                ("train: ratio stage / bare", f"{r['ratio_stage_over_bare']:.3f}")]
+    if name == "cached_rerun":
+        return [("run: cold", f"{r['cold_seconds']:.2f} s"),
+                ("run: fully cached", f"{r['cached_seconds_median']:.2f} s (every stage cached: "
+                 f"{'yes' if r['every_rerun_stage_cached'] else 'NO'})"),
+                ("run: empty Prefect flow", f"{r['empty_flow_seconds_median']:.2f} s"),
+                ("run: cached - empty flow", f"{r['segen_overhead_on_full_hit_seconds']:.2f} s")]
+    h, b = r["held_out"], r["budget"]
+    return [("isbi: membrane Dice", f"{h['membrane_dice']:.4f}"),
+            ("isbi: mean Dice / mean IoU", f"{h['mean_dice']:.4f} / {h['mean_iou']:.4f}"),
+            ("isbi: budget", f"{b['epochs']} epochs, image {b['image_size']}, crop "
+             f"{b['crop_size']}, {b['train_wall_seconds'] or 0:.0f} s train, "
+             f"{b['cpu_threads']} threads")]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--with-isbi", action="store_true", help="also run bench/isbi_unet.py")
+    p.add_argument("--quick", action="store_true", help="small settings (smoke test)")
+    args = p.parse_args()
+    names = ["train_throughput", "cached_rerun"] + (["isbi_unet"] if args.with_isbi else [])
+    failed = []
+    for name in names:
+        (OUT / f"{name}.json").unlink(missing_ok=True)  # never report a stale result
+        rc, seconds = run(name, QUICK[name] if args.quick else [])
+        print(f"=== {name}: exit {rc} after {seconds:.0f} s", flush=True)
+        if rc:
+            failed.append(name)
+    rows = [row for name in names for row in summary_rows(name)]
+    width = max(len(k) for k, _ in rows)
+    print("\nsummary" + (" (--quick: smoke-test settings)" if args.quick else ""))
+    print("\n".join(f"  {k:<{width}}  {v}" for k, v in rows))
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
