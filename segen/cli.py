@@ -97,21 +97,10 @@ def _run_flow(call: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
         return None
 
 
-def _prefetch_mlflow() -> None:
-    """Import mlflow in the background while Prefect's temporary server starts (the main
-    thread only waits on it then); a cached run needs mlflow to check the registry."""
-    import importlib
-    import threading
-
-    threading.Thread(target=importlib.import_module, args=("mlflow.tracking",),
-                     daemon=True).start()
-
-
 def _run(args: argparse.Namespace) -> int:
     from flows.pipeline import pipeline
 
     args.project.require_dvc()
-    _prefetch_mlflow()
     summary = _run_flow(lambda: pipeline(str(args.project.root), _params_path(args)))
     return EXIT_BAD_INPUT if summary is None else _report(summary, args.json)
 

@@ -3,6 +3,9 @@ pyfunc model; a registered model version tagged with its lineage."""
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
+from contextlib import closing
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,13 +19,29 @@ from tasks.caching import StageOutput, stage_task
 
 def model_version_exists(project: Project, result: StageResult) -> bool:
     """A stored registration holds only while the registry still has that version."""
+    name, version = result.info["model_name"], str(result.info["version"])
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    if uri.startswith("sqlite:///"):
+        # Embedded store: one SQL lookup instead of importing mlflow (~2 s), which a fully
+        # cached run would otherwise pay just for this check.
+        return _sqlite_has_version(Path(uri.removeprefix("sqlite:///")), name, version)
     from mlflow.exceptions import MlflowException
 
     try:
-        client().get_model_version(result.info["model_name"], str(result.info["version"]))
+        client().get_model_version(name, version)
     except MlflowException:
         return False
     return True
+
+
+def _sqlite_has_version(db: Path, name: str, version: str) -> bool:
+    """MLflow's model_versions table (name, version): its schema since MLflow 1.x."""
+    if not db.is_file():
+        return False
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        row = conn.execute("SELECT 1 FROM model_versions WHERE name = ? AND version = ?",
+                           (name, int(version))).fetchone()
+    return row is not None
 
 
 def lineage_tags(project: Project, upstream: dict[str, StageResult], params_hash: str
