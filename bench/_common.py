@@ -28,9 +28,10 @@ if str(REPO) not in sys.path:  # tasks/, models/, flows/ import from the checkou
 
 def bench_environment(state: Path) -> dict[str, str]:
     """Set (and return) the environment of tests/conftest.py, with tool state under `state`."""
+    from segen.env import TELEMETRY_OFF
+
     env = {
-        "DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
+        **TELEMETRY_OFF,
         "PREFECT_HOME": str(state / "prefect"), "XDG_CONFIG_HOME": str(state / "xdg"),
         "DVC_SITE_CACHE_DIR": str(state / "dvc-site"),
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",

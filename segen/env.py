@@ -8,7 +8,7 @@ import os
 
 from segen.project import Project
 
-_TELEMETRY_OFF = {
+TELEMETRY_OFF = {
     "DO_NOT_TRACK": "true",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "MLFLOW_DISABLE_TELEMETRY": "true",  # DO_NOT_TRACK alone does not stop MLflow
@@ -18,7 +18,7 @@ _TELEMETRY_OFF = {
 
 def configure_environment(project: Project) -> None:
     """Turn telemetry off and keep Prefect/DVC state under .segen/ unless the user chose."""
-    os.environ.update(_TELEMETRY_OFF)
+    os.environ.update(TELEMETRY_OFF)
     defaults = {
         "PREFECT_HOME": str(project.prefect_home),
         "DVC_SITE_CACHE_DIR": str(project.state / "dvc-site"),

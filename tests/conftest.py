@@ -13,11 +13,12 @@ from typing import Any, Callable
 import pytest
 import yaml
 
+from segen.env import TELEMETRY_OFF
+
 REPO = Path(__file__).resolve().parent.parent
 _STATE = Path(tempfile.mkdtemp(prefix="segen-tests-"))
 os.environ.update({
-    "DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
+    **TELEMETRY_OFF,
     "PREFECT_HOME": str(_STATE / "prefect"), "XDG_CONFIG_HOME": str(_STATE / "xdg"),
     "DVC_SITE_CACHE_DIR": str(_STATE / "dvc-site"),
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
