@@ -122,10 +122,21 @@ def check_unlisted(data_dir: Path, manifest: pd.DataFrame, report: ValidationRep
 
 
 def check_label(row: Any, classes: list[str], report: ValidationReport) -> None:
-    label = row.label
-    if classes and not (isinstance(label, (int, np.integer)) and 0 <= label < len(classes)):
-        report.problems.append(Problem(str(row.image), f"manifest label {label!r} is not a class "
-                                       f"id in 0..{len(classes) - 1}", "fix its label column"))
+    label = _class_id(row.label)
+    if classes and not (label is not None and 0 <= label < len(classes)):
+        report.problems.append(Problem(str(row.image), f"manifest label {row.label!r} is not "
+                                       f"a class id in 0..{len(classes) - 1}",
+                                       "fix its label column"))
+
+
+def _class_id(value: Any) -> int | None:
+    """The label as an int, judged per value: one bad or empty cell makes pandas read the whole
+    column as str or float, and only that cell's row should be reported."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() else None
 
 
 def open_decoded(data_dir: Path, rel: str, report: ValidationReport) -> Image.Image | None:

@@ -99,11 +99,16 @@ def test_mixed_channel_counts(data: Path) -> None:
     _only_problem(_validate(data), "images/img_00009.png", "1 channel(s) while most images have 3")
 
 
-def test_label_out_of_range(data: Path) -> None:
+@pytest.mark.parametrize("label, shown", [(12, "label 12"), (-1, "label -1"),
+                                          ("cat", "label 'cat'"), (None, "label nan"),
+                                          (2.5, "label 2.5")])
+def test_bad_label(data: Path, label: object, shown: str) -> None:
+    """Only the bad row is named, though one bad cell changes the whole column's dtype."""
     manifest = pd.read_csv(data / "manifest.csv", dtype={"id": str})
-    manifest.loc[3, "label"] = 12
+    manifest["label"] = manifest["label"].astype(object)
+    manifest.loc[3, "label"] = label
     manifest.to_csv(data / "manifest.csv", index=False)
-    _only_problem(_validate(data), "images/img_00003.png", "label 12")
+    _only_problem(_validate(data), "images/img_00003.png", shown)
 
 
 def test_empty_dataset(data: Path) -> None:
@@ -123,8 +128,13 @@ def test_every_problem_is_collected(data: Path) -> None:
     (data / "images/img_00002.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     Image.new("L", (30, 32)).save(data / "masks/img_00006.png")
     report = _validate(data)
-    assert sorted(p.path for p in report.problems) == [
-        "images/img_00002.png", "masks/img_00005.png", "masks/img_00006.png"]
+    found = {p.path: p.reason for p in report.problems}
+    assert sorted(found) == ["images/img_00002.png", "masks/img_00005.png",
+                             "masks/img_00006.png"], report.format()
+    assert "unreadable" in found["images/img_00002.png"]
+    assert "missing" in found["masks/img_00005.png"]
+    assert "30x32 differs" in found["masks/img_00006.png"]
+    assert report.format().startswith("12 image/mask pairs: 3 problem(s)")
 
 
 def test_warnings_do_not_fail(data: Path) -> None:
