@@ -57,6 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     pairs.add_argument("--class-map", help='RGB palette masks: "R,G,B=name;R,G,B=name"')
     pairs.add_argument("--params", default="params.yaml")
 
+    predict = _command(sub, "predict", "label maps and overlays from a registered model",
+                       _predict)
+    predict.add_argument("--model", required=True, metavar="NAME[@ALIAS|/VERSION]",
+                         help="registered model, e.g. segen-unet@champion or segen-kmeans/1 "
+                         "(a bare NAME: its latest version)")
+    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    predict.add_argument("--out", required=True, type=Path, help="folder for the PNGs")
+    predict.add_argument("--params", default="params.yaml", help="params file (its mlflow "
+                         "section says where the registry is)")
+
     dvc = _command(sub, "dvc-yaml", "write dvc.yaml from the stage graph", _dvc_yaml)
     dvc.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml is out of date")
     return parser
@@ -144,6 +154,20 @@ def _data_import_pairs(args: argparse.Namespace) -> int:
                            classes=args.classes, class_map=class_map)
     version = track_data(args.project, params.data)
     print(f"{summary}\nnew data version {version} (data.dvc updated; commit it with git)")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from segen.config import load_params
+    from segen.predict import predict_files
+    from segen.tracking import configure_tracking
+
+    params = load_params(Path(_params_path(args)))
+    configure_tracking(args.project, params.mlflow)  # as `segen run` does
+    report = predict_files(args.model, args.images, args.out)
+    for item in report["images"]:
+        print(f"{item['image']} -> {item['labels']}, {item['overlay']}")
+    print(f"{len(report['images'])} image(s) segmented with {report['model']}")
     return 0
 
 

@@ -121,6 +121,93 @@ class RegisterParams:
 
 
 @dataclass(frozen=True)
+class KMeansParams:
+    """K-means pixel segmenter, k-means++ seeding (Arthur & Vassilvitskii 2007)."""
+    n_clusters: int
+    colour: str  # pixel colour features: rgb | lab (CIE L*a*b*)
+    position_weight: float  # scale of the (y, x) position features, each in [0, 1]; 0: colour only
+    mode: str  # global: fit once on a train-split pixel sample | per_image: fit every image
+    fit_pixels: int  # pixels sampled to fit: across the train split (global) or per image
+    n_init: int
+    max_iter: int
+    seed: int
+
+    def check(self) -> None:
+        _require(2 <= self.n_clusters <= 255, "kmeans.n_clusters", "an int in [2, 255]",
+                 self.n_clusters)
+        _check_pixel_features("kmeans", self.colour, self.position_weight, self.mode)
+        _require(self.n_clusters <= self.fit_pixels <= 1_000_000, "kmeans.fit_pixels",
+                 "an int in [n_clusters, 1000000]", self.fit_pixels)
+        _require(self.n_init >= 1, "kmeans.n_init", "an int >= 1", self.n_init)
+        _require(self.max_iter >= 1, "kmeans.max_iter", "an int >= 1", self.max_iter)
+
+
+@dataclass(frozen=True)
+class DBSCANParams:
+    """DBSCAN pixel segmenter (Ester et al. 1996), fitted on a bounded pixel sample."""
+    eps: float  # neighbourhood radius in feature units (colours scaled to about [0, 1])
+    min_samples: int  # neighbours (itself included) that make a core pixel
+    colour: str
+    position_weight: float
+    mode: str
+    fit_pixels: int  # memory grows as fit_pixels^2 at worst, hence the cap
+    seed: int
+
+    def check(self) -> None:
+        _require(self.eps > 0, "dbscan.eps", "a float > 0", self.eps)
+        _require(self.min_samples >= 1, "dbscan.min_samples", "an int >= 1", self.min_samples)
+        _check_pixel_features("dbscan", self.colour, self.position_weight, self.mode)
+        _require(2 <= self.fit_pixels <= 10_000, "dbscan.fit_pixels", "an int in [2, 10000] "
+                 "(its neighbourhoods take up to ~16 bytes x fit_pixels^2)", self.fit_pixels)
+
+
+@dataclass(frozen=True)
+class ClusterEvaluateParams:
+    """Evaluation of the clustering segmenters (and the comparison with the U-Net)."""
+    silhouette_pixels: int  # pixels sampled per test image for the silhouette coefficient
+    silhouette_colour: str  # rgb | lab: the one space every segmenter's silhouette is taken in
+    seed: int
+    grid_images: int  # rows in the image / truth / prediction grid
+
+    def check(self) -> None:
+        _require(2 <= self.silhouette_pixels <= 20_000, "cluster_evaluate.silhouette_pixels",
+                 "an int in [2, 20000]", self.silhouette_pixels)
+        _require(self.silhouette_colour in _COLOURS, "cluster_evaluate.silhouette_colour",
+                 f"one of {_COLOURS}", self.silhouette_colour)
+        _require(self.grid_images >= 1, "cluster_evaluate.grid_images", "an int >= 1",
+                 self.grid_images)
+
+
+@dataclass(frozen=True)
+class RegisterKMeansParams(RegisterParams):
+    """Registration of the K-means segmenter in the MLflow model registry."""
+
+    def check(self) -> None:
+        _require(bool(self.model_name.strip()), "register_kmeans.model_name",
+                 "a non-empty name", self.model_name)
+
+
+@dataclass(frozen=True)
+class RegisterDBSCANParams(RegisterParams):
+    """Registration of the DBSCAN segmenter in the MLflow model registry."""
+
+    def check(self) -> None:
+        _require(bool(self.model_name.strip()), "register_dbscan.model_name",
+                 "a non-empty name", self.model_name)
+
+
+_COLOURS = ("rgb", "lab")
+_MODES = ("global", "per_image")
+
+
+def _check_pixel_features(section: str, colour: str, position_weight: float, mode: str) -> None:
+    _require(colour in _COLOURS, f"{section}.colour", f"one of {_COLOURS}", colour)
+    _require(position_weight >= 0.0, f"{section}.position_weight", "a float >= 0",
+             position_weight)
+    _require(mode in _MODES, f"{section}.mode", f"one of {_MODES}", mode)
+
+
+@dataclass(frozen=True)
 class MlflowParams:
     """Where runs and models are tracked (MLFLOW_TRACKING_URI overrides tracking_uri)."""
     tracking_uri: str | None  # None: embedded SQLite store under .segen/
@@ -141,6 +228,11 @@ class Params:
     evaluate: EvaluateParams
     register: RegisterParams
     mlflow: MlflowParams
+    kmeans: KMeansParams
+    dbscan: DBSCANParams
+    cluster_evaluate: ClusterEvaluateParams
+    register_kmeans: RegisterKMeansParams
+    register_dbscan: RegisterDBSCANParams
 
 
 def load_params(path: Path) -> Params:

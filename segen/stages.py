@@ -18,6 +18,26 @@ class StageSpec:
 
 
 _COMMON = ("segen.store", "segen.hashing", "tasks.caching")
+_CLUSTERING = ("segen.clustering", "models.clustering")
+
+
+def _clustering_stages(kind: str) -> tuple[StageSpec, ...]:
+    """train/evaluate/register of one clustering segmenter (kind: kmeans or dbscan)."""
+    return (
+        StageSpec(f"train_{kind}", ("preprocess",), (kind,),
+                  _COMMON + (f"tasks.train_{kind}", "tasks.cluster_training") + _CLUSTERING),
+        StageSpec(f"evaluate_{kind}", ("preprocess", f"train_{kind}"), ("cluster_evaluate",),
+                  _COMMON + (f"tasks.evaluate_{kind}", "tasks.cluster_evaluation",
+                             "tasks.cluster_training", "tasks.unet_evaluation",
+                             "models.cluster_metrics") + _CLUSTERING),
+        StageSpec(f"register_{kind}",
+                  ("version_data", "preprocess", f"train_{kind}", f"evaluate_{kind}"),
+                  (f"register_{kind}",),
+                  _COMMON + (f"tasks.register_{kind}", "tasks.cluster_registration",
+                             "tasks.register_unet", "segen.cluster_pyfunc", "segen.tracking")
+                  + _CLUSTERING),
+    )
+
 
 STAGES: dict[str, StageSpec] = {s.name: s for s in (
     StageSpec("version_data", (), ("data",),
@@ -35,6 +55,15 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in (
     StageSpec("register_unet", ("version_data", "preprocess", "train_unet", "evaluate_unet"),
               ("register",),
               _COMMON + ("tasks.register_unet", "segen.pyfunc", "segen.tracking")),
+    *(stage_spec for kind in ("kmeans", "dbscan") for stage_spec in _clustering_stages(kind)),
+    StageSpec("compare_segmenters",
+              ("version_data", "preprocess", "train_unet", "register_unet", "evaluate_kmeans",
+               "register_kmeans", "evaluate_dbscan", "register_dbscan"),
+              ("evaluate", "cluster_evaluate"),
+              _COMMON + ("tasks.compare_segmenters", "tasks.segmenter_comparison",
+                         "tasks.cluster_evaluation", "tasks.cluster_training",
+                         "tasks.register_unet", "segen.tracking", "segen.inference",
+                         "models.unet", "models.cluster_metrics", "models.clustering")),
 )}
 
 STAGE_DESCRIPTIONS = {
@@ -44,6 +73,13 @@ STAGE_DESCRIPTIONS = {
     "train_unet": "train the U-Net (AdamW, CE + Dice), checkpoint every epoch, resumable",
     "evaluate_unet": "per-class and mean IoU/Dice, pixel accuracy, prediction grid",
     "register_unet": "log run, model and lineage to MLflow; register a model version",
+    "train_kmeans": "fit K-means (k-means++) on pixel colour/position of the training split",
+    "evaluate_kmeans": "silhouette, inertia, ARI and IoU after Hungarian matching; grid",
+    "register_kmeans": "log run, pyfunc and lineage of the K-means segmenter to MLflow",
+    "train_dbscan": "fit DBSCAN on a bounded pixel sample of the training split",
+    "evaluate_dbscan": "silhouette, noise, ARI and IoU after Hungarian matching; grid",
+    "register_dbscan": "log run, pyfunc and lineage of the DBSCAN segmenter to MLflow",
+    "compare_segmenters": "U-Net, K-means and DBSCAN side by side on the test split",
 }
 
 

@@ -16,8 +16,10 @@ def summarise(project: Project, params: Params, results: dict[str, StageResult],
                "metrics": r.info["metrics"], "champion": r.info["champion"],
                "run_id": r.info["run_id"]}
               for r in results.values() if "model_name" in r.info]
+    comparison = results.get("compare_segmenters")
     return {"data_version": data.info["data_version"] if data else None,
             "data_source": data_source, "stages": statuses, "models": models,
+            "comparison": comparison.info["comparison"] if comparison else None,
             "ui": ui_commands(project)}
 
 
@@ -38,6 +40,20 @@ def format_summary(summary: dict[str, Any]) -> str:
         alias = "  [champion]" if model["champion"] else ""
         lines.append(f"model         {model['name']} v{model['version']}{alias}")
         lines += [f"  {k:<22} {v:.4f}" for k, v in sorted(model["metrics"].items())]
+    if summary.get("comparison"):
+        lines += format_comparison(summary["comparison"])
     lines += ["open the UIs", f"  MLflow:  {summary['ui']['mlflow']}",
               f"  Prefect: {summary['ui']['prefect']}"]
     return "\n".join(lines)
+
+
+def format_comparison(rows: list[dict[str, Any]]) -> list[str]:
+    """Segmenters side by side on the test split (compare_segmenters)."""
+    def cell(value: Any) -> str:
+        return f"{value:>11.4f}" if isinstance(value, float) else f"{'-':>11}"
+
+    columns = ("mean_iou", "ari", "silhouette", "seconds_per_image")
+    lines = ["segmenters on the test split", f"  {'model':<8}" + "".join(
+        f"{c if c != 'seconds_per_image' else 's/image':>11}" for c in columns)]
+    lines += [f"  {r['model']:<8}" + "".join(cell(r.get(c)) for c in columns) for r in rows]
+    return lines

@@ -22,9 +22,18 @@ def stage_tasks() -> dict[str, Task]:
     from tasks.train_unet import train_unet
     from tasks.validate import validate
     from tasks.version_data import version_data
+    from tasks.compare_segmenters import compare_segmenters
+    from tasks.evaluate_dbscan import evaluate_dbscan
+    from tasks.evaluate_kmeans import evaluate_kmeans
+    from tasks.register_dbscan import register_dbscan
+    from tasks.register_kmeans import register_kmeans
+    from tasks.train_dbscan import train_dbscan
+    from tasks.train_kmeans import train_kmeans
 
     return {t.name: t for t in (version_data, validate, preprocess, train_unet, evaluate_unet,
-                                register_unet)}
+                                register_unet)} | {
+        t.name: t for t in (train_kmeans, evaluate_kmeans, register_kmeans, train_dbscan,
+                            evaluate_dbscan, register_dbscan, compare_segmenters)}
 
 
 @dataclass

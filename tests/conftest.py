@@ -32,6 +32,11 @@ TINY = {
     "unet": {"depth": 2, "base_width": 4, "epochs": 2, "batch_size": 8, "augment": False},
     "evaluate": {"batch_size": 16, "grid_images": 4},
     "register": {"model_name": "test-unet"},
+    "kmeans": {"fit_pixels": 2000, "n_init": 2},
+    "dbscan": {"fit_pixels": 1000, "min_samples": 4},
+    "cluster_evaluate": {"silhouette_pixels": 200, "grid_images": 4},
+    "register_kmeans": {"model_name": "test-kmeans"},
+    "register_dbscan": {"model_name": "test-dbscan"},
 }
 
 

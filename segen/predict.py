@@ -1,0 +1,146 @@
+"""`segen predict`: label maps and coloured overlays from any registered segmentation model.
+
+The model is loaded through the MLflow registry (`models:/NAME@ALIAS`, `models:/NAME/VERSION`,
+or the latest version for a bare NAME), so the U-Net and the clustering segmenters are
+called the same way. Each image is predicted on its own, so sizes may differ.
+
+Written per image: <stem>.labels.png (the label map: 8-bit when the labels fit, with 255
+for DBSCAN noise; else 16-bit with 65535) and <stem>.overlay.png (each label's colour
+blended over the image; noise left uncoloured); and predictions.json listing them.
+"""
+from __future__ import annotations
+
+import colorsys
+import json
+import re
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+NOISE = -1
+_SPEC = re.compile(r"^(?P<name>[^@/]+)(?:@(?P<alias>[^@/]+)|/(?P<version>\d+))?$")
+
+
+def model_uri(spec: str) -> str:
+    """NAME[@ALIAS|/VERSION] -> a models:/ URI (a bare NAME means its latest version)."""
+    match = _SPEC.match(spec.strip())
+    if match is None:
+        raise ValueError(f"--model {spec!r}: expected NAME, NAME@ALIAS or NAME/VERSION "
+                         "(e.g. segen-unet@champion or segen-kmeans/2)")
+    name, alias, version = match["name"], match["alias"], match["version"]
+    return f"models:/{name}@{alias}" if alias else f"models:/{name}/{version or 'latest'}"
+
+
+def load_model(spec: str) -> tuple[Any, str]:
+    """The pyfunc behind spec (tracking already configured), or a ValueError naming the
+    registered models there are."""
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    from segen.tracking import client
+
+    uri = model_uri(spec)
+    try:
+        with _without_type_hint_advice():
+            return mlflow.pyfunc.load_model(uri), uri
+    except MlflowException as err:
+        names = sorted(m.name for m in client().search_registered_models())
+        hint = (f"registered models here: {', '.join(names)}" if names else
+                "no model is registered here yet: run `segen run` first")
+        raise ValueError(f"cannot load {uri}: {str(err).splitlines()[0]} ({hint}; the "
+                         "tracking store is set by params.yaml's mlflow section or "
+                         "MLFLOW_TRACKING_URI).") from err
+
+
+@contextmanager
+def _without_type_hint_advice() -> Iterator[None]:
+    """Hide MLflow's advice to add type hints to predict() (meaningless to a CLI user). A
+    filter cannot: MLflow sets its own filters around that warning."""
+    shown = warnings.showwarning
+
+    def show(message: Any, *args: Any, **kwargs: Any) -> None:
+        if "type hint" not in str(message):
+            shown(message, *args, **kwargs)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
+def read_image(path: Path) -> np.ndarray:
+    """(H, W, C) uint8 as stored (palette images expanded to RGB); no channel conversion."""
+    from PIL import Image
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image")
+    with Image.open(path) as image:
+        if image.mode == "P":
+            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        array = np.array(image)  # writable: torch warns on read-only arrays
+    return array[..., None] if array.ndim == 2 else array
+
+
+def colours(labels: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 colour per label: hues spaced by the golden ratio, so any number of
+    labels stay apart and a label keeps its colour from image to image."""
+    ids = np.unique(labels[labels != NOISE])
+    table = {int(k): np.array(colorsys.hsv_to_rgb((0.61803398875 * k) % 1.0, 0.85, 1.0)) * 255
+             for k in ids}
+    out = np.zeros(labels.shape + (3,), dtype=np.float64)
+    for k, colour in table.items():
+        out[labels == k] = colour
+    return out.astype(np.uint8)
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Labels' colours blended over the image (as RGB); noise pixels keep the image."""
+    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
+    blended = (1 - alpha) * rgb + alpha * colours(labels)
+    keep = (labels == NOISE)[..., None]
+    return np.where(keep, rgb, blended).round().astype(np.uint8)
+
+
+def save_labels(labels: np.ndarray, path: Path) -> None:
+    """An 8-bit PNG when labels lie in [0, 254] (noise -> 255), else 16-bit (noise -> 65535)."""
+    from PIL import Image
+
+    labels = labels.astype(np.int64)
+    if labels.max(initial=0) < 255:
+        Image.fromarray(np.where(labels == NOISE, 255, labels).astype(np.uint8)).save(path)
+    else:
+        Image.fromarray(np.where(labels == NOISE, 65535, labels).astype(np.uint16)).save(path)
+
+
+def predict_files(spec: str, images: list[Path], out_dir: Path) -> dict[str, Any]:
+    """Predict every image with the registered model; returns what predictions.json holds."""
+    from PIL import Image
+
+    stems = [p.stem for p in images]
+    if len(set(stems)) != len(stems):
+        raise ValueError("two images share a file name stem, so their outputs would overwrite "
+                         f"each other: {sorted({s for s in stems if stems.count(s) > 1})}. "
+                         "Predict them into separate --out folders.")
+    model, uri = load_model(spec)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in images:
+        image = read_image(path)
+        try:
+            labels = np.asarray(model.predict(image[None]))[0]
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
+        label_path = out_dir / f"{path.stem}.labels.png"
+        overlay_path = out_dir / f"{path.stem}.overlay.png"
+        save_labels(labels, label_path)
+        Image.fromarray(overlay(image, labels)).save(overlay_path)
+        written.append({"image": str(path), "labels": str(label_path),
+                        "overlay": str(overlay_path), "shape": list(labels.shape),
+                        "label_ids": sorted(int(k) for k in np.unique(labels))})
+    report = {"model": uri, "run_id": model.metadata.run_id, "images": written}
+    (out_dir / "predictions.json").write_text(json.dumps(report, indent=1))
+    return report
