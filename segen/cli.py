@@ -3,12 +3,16 @@ commands that need them, so `segen --help` is instant."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 EXIT_BAD_INPUT = 2
+# Command groups kept in modules of their own; each defines add_commands(sub, data_sub).
+_COMMAND_MODULES = ("segen.cli_datasets", "segen.cli_generate", "segen.cli_registry",
+                    "segen.cli_lineage", "segen.cli_schedule")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,20 +40,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--project", default=".", help="project root (default: current dir)")
     sub = parser.add_subparsers(metavar="COMMAND")
 
-    run = _command(sub, "run", "run the whole pipeline (cached stages are skipped)", _run)
+    run = command(sub, "run", "run the whole pipeline (cached stages are skipped)", _run)
     _params_and_json(run)
-    stage = _command(sub, "stage", "run one stage on its upstream stages' latest results",
+    stage = command(sub, "stage", "run one stage on its upstream stages' latest results",
                      _stage)
     stage.add_argument("name", help="stage name (see dvc.yaml)")
     _params_and_json(stage)
 
     data = sub.add_parser("data", help="manage the dataset in data/").add_subparsers(
         metavar="ACTION")
-    generate = _command(data, "generate", "write the default shapes dataset into data/",
+    generate = command(data, "generate", "write the default shapes dataset into data/",
                         _data_generate)
     generate.add_argument("--force", action="store_true", help="replace an existing data/")
     generate.add_argument("--params", default="params.yaml")
-    pairs = _command(data, "import-pairs", "import paired image/mask folders as a new data "
+    pairs = command(data, "import-pairs", "import paired image/mask folders as a new data "
                      "version", _data_import_pairs)
     pairs.add_argument("images_dir", type=Path)
     pairs.add_argument("masks_dir", type=Path)
@@ -57,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     pairs.add_argument("--class-map", help='RGB palette masks: "R,G,B=name;R,G,B=name"')
     pairs.add_argument("--params", default="params.yaml")
 
-    predict = _command(sub, "predict", "label maps and overlays from a registered model",
+    predict = command(sub, "predict", "label maps and overlays from a registered model",
                        _predict)
     predict.add_argument("--model", required=True, metavar="NAME[@ALIAS|/VERSION]",
                          help="registered model, e.g. segen-unet@champion or segen-kmeans/1 "
@@ -67,12 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--params", default="params.yaml", help="params file (its mlflow "
                          "section says where the registry is)")
 
-    dvc = _command(sub, "dvc-yaml", "write dvc.yaml from the stage graph", _dvc_yaml)
+    for module in _COMMAND_MODULES:  # each adds its own commands (light imports only)
+        importlib.import_module(module).add_commands(sub, data)
+
+    dvc = command(sub, "dvc-yaml", "write dvc.yaml from the stage graph", _dvc_yaml)
     dvc.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml is out of date")
     return parser
 
 
-def _command(sub: Any, name: str, help_text: str, handler: Callable[[argparse.Namespace], int]
+def command(sub: Any, name: str, help_text: str, handler: Callable[[argparse.Namespace], int]
              ) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_text, description=help_text)
     parser.set_defaults(handler=handler)
@@ -85,7 +92,7 @@ def _params_and_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON summary last")
 
 
-def _params_path(args: argparse.Namespace) -> str:
+def params_path(args: argparse.Namespace) -> str:
     path = Path(args.params)
     return str(path if path.is_absolute() else (Path.cwd() / path).resolve())
 
@@ -111,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     from flows.pipeline import pipeline
 
     args.project.require_dvc()
-    summary = _run_flow(lambda: pipeline(str(args.project.root), _params_path(args)))
+    summary = _run_flow(lambda: pipeline(str(args.project.root), params_path(args)))
     return EXIT_BAD_INPUT if summary is None else _report(summary, args.json)
 
 
@@ -121,7 +128,7 @@ def _stage(args: argparse.Namespace) -> int:
 
     stage(args.name)  # unknown names fail before Prefect starts
     args.project.require_dvc()
-    summary = _run_flow(lambda: single_stage(str(args.project.root), _params_path(args),
+    summary = _run_flow(lambda: single_stage(str(args.project.root), params_path(args),
                                              args.name))
     return EXIT_BAD_INPUT if summary is None else _report(summary, args.json)
 
@@ -132,7 +139,7 @@ def _data_generate(args: argparse.Namespace) -> int:
     from segen.config import load_params
     from segen.shapes import generate_shapes_dataset
 
-    params = load_params(Path(_params_path(args))).dataset
+    params = load_params(Path(params_path(args))).dataset
     if args.project.data.exists() and args.force:
         shutil.rmtree(args.project.data)
     generate_shapes_dataset(args.project.data, seed=params.seed, n_images=params.n_images,
@@ -147,7 +154,7 @@ def _data_import_pairs(args: argparse.Namespace) -> int:
     from segen.importers import import_pairs, parse_class_map
     from tasks.version_data import track_data
 
-    params = load_params(Path(_params_path(args)))
+    params = load_params(Path(params_path(args)))
     args.project.require_dvc()
     class_map = parse_class_map(args.class_map) if args.class_map else None
     summary = import_pairs(args.images_dir, args.masks_dir, args.project.data,
@@ -162,7 +169,7 @@ def _predict(args: argparse.Namespace) -> int:
     from segen.predict import predict_files
     from segen.tracking import configure_tracking
 
-    params = load_params(Path(_params_path(args)))
+    params = load_params(Path(params_path(args)))
     configure_tracking(args.project, params.mlflow)  # as `segen run` does
     report = predict_files(args.model, args.images, args.out)
     for item in report["images"]:
