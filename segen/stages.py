@@ -34,7 +34,7 @@ def _clustering_stages(kind: str) -> tuple[StageSpec, ...]:
                   ("version_data", "preprocess", f"train_{kind}", f"evaluate_{kind}"),
                   (f"register_{kind}",),
                   _COMMON + (f"tasks.register_{kind}", "tasks.cluster_registration",
-                             "tasks.register_unet", "segen.cluster_pyfunc", "segen.tracking")
+                             "tasks.registration", "segen.cluster_pyfunc", "segen.tracking")
                   + _CLUSTERING),
     )
 
@@ -54,7 +54,8 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in (
                          "segen.inference", "models.unet", "models.metrics")),
     StageSpec("register_unet", ("version_data", "preprocess", "train_unet", "evaluate_unet"),
               ("register",),
-              _COMMON + ("tasks.register_unet", "segen.pyfunc", "segen.tracking")),
+              _COMMON + ("tasks.register_unet", "tasks.registration", "segen.pyfunc",
+                         "segen.tracking")),
     *(stage_spec for kind in ("kmeans", "dbscan") for stage_spec in _clustering_stages(kind)),
     StageSpec("compare_segmenters",
               ("version_data", "preprocess", "train_unet", "register_unet", "evaluate_kmeans",
@@ -62,7 +63,7 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in (
               ("evaluate", "cluster_evaluate"),
               _COMMON + ("tasks.compare_segmenters", "tasks.segmenter_comparison",
                          "tasks.cluster_evaluation", "tasks.cluster_training",
-                         "tasks.register_unet", "segen.tracking", "segen.inference",
+                         "tasks.registration", "segen.tracking", "segen.inference",
                          "models.unet", "models.cluster_metrics", "models.clustering")),
 )}
 
