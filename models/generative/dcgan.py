@@ -1,0 +1,39 @@
+"""DCGAN (Radford, Metz & Chintala, "Unsupervised Representation Learning with Deep
+Convolutional Generative Adversarial Networks", ICLR 2016, arXiv:1511.06434).
+
+Architecture guidelines of Sec. 3: strided convs instead of pooling, batch norm in both
+nets except G's output and D's input layers, ReLU in G with tanh out, LeakyReLU(0.2)
+in D; Sec. 4: weights ~ N(0, 0.02), Adam(lr 2e-4, betas (0.5, 0.999)). The update is
+the GAN one (`gan.adversarial_step`, non-saturating G loss).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from models.generative.blocks import (
+    Batch, ConvDiscriminator, ConvGenerator, GenSpec, Optimizers, dcgan_init,
+)
+from models.generative.gan import AdversarialPair, adversarial_step, draw, param_groups
+
+BETAS = (0.5, 0.999)  # Sec. 4: beta1 = 0.9 oscillated, 0.5 stabilised training
+
+__all__ = ["BETAS", "build", "draw", "param_groups", "train_step"]
+
+
+def build(spec: GenSpec) -> AdversarialPair:
+    nets = AdversarialPair(
+        spec,
+        ConvGenerator(spec, in_dim=spec.latent_dim, norm="batch"),
+        ConvDiscriminator(spec, n_cond=0, norm="batch"),
+    )
+    nets.apply(dcgan_init)
+    return nets
+
+
+def train_step(
+    nets: AdversarialPair, optimizers: Optimizers, batch: Batch, weights: dict[str, float],
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    return adversarial_step(nets, optimizers, batch["image"], None, generator)
