@@ -95,14 +95,14 @@ class ConvGenerator(nn.Module):
         stages = spec.stages
         top = spec.width * 2 ** (stages - 1)
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(in_dim, top, 4, 1, 0, bias=False),  # (B, top, 4, 4)
+            nn.ConvTranspose2d(in_dim, top, 4, 1, 0, bias=norm == "none"),  # (B, top, 4, 4)
             make_norm(norm, top),
             nn.ReLU(inplace=True),
         ]
         for i in range(stages - 1):
             c_in = top // 2**i
             layers += [
-                nn.ConvTranspose2d(c_in, c_in // 2, 4, 2, 1, bias=False),
+                nn.ConvTranspose2d(c_in, c_in // 2, 4, 2, 1, bias=norm == "none"),
                 make_norm(norm, c_in // 2),
                 nn.ReLU(inplace=True),
             ]

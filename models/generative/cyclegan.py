@@ -39,8 +39,11 @@ class ResidualBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.ReflectionPad2d(1), *_conv_in_relu(nn.Conv2d(channels, channels, 3), channels),
-            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), nn.InstanceNorm2d(channels),
+            # bias=False: instance norm subtracts each channel's mean, cancelling a bias.
+            nn.ReflectionPad2d(1),
+            *_conv_in_relu(nn.Conv2d(channels, channels, 3, bias=False), channels),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=False),
+            nn.InstanceNorm2d(channels),
         )
 
     def forward(self, x: Tensor) -> Tensor:
