@@ -1,0 +1,140 @@
+"""The steps of the retraining flow around the pipeline: a cheap check that nothing changed,
+the promote_new task that gates every model version the run registered, and the report of
+what changed (data version, stages ran vs cached, promotion decisions).
+
+promote_new runs only after every pipeline stage succeeded (the flow raises before it
+otherwise), so a failed run never touches the champion. Promotion is segen.promotion.promote.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from segen.config import load_params
+from segen.hashing import hash_file, hash_json, hash_sources, hash_tree
+from segen.project import Project
+from segen.stages import STAGES
+from segen.store import StageResult, write_atomic
+from tasks.version_data import recorded_version
+
+# Besides every stage's own sources: the flows and this module decide what a run does.
+_FLOW_SOURCES = ("flows.pipeline", "flows.retrain", "tasks.retraining", "tasks.stage_log")
+
+
+def fingerprint(project: Project, params_path: str) -> str | None:
+    """Hash of what decides a retraining run: data/ content and its recorded DVC version, the
+    params file and every stage's source. None while data/ is absent (the run makes it)."""
+    if not project.data.is_dir():
+        return None
+    sources = sorted({m for s in STAGES.values() for m in s.sources} | set(_FLOW_SOURCES))
+    return hash_json({"data": hash_tree(project.data), "recorded": recorded_version(project),
+                      "params": hash_file(Path(params_path)), "sources": hash_sources(sources)})
+
+
+def _last_path(project: Project) -> Path:
+    return project.state / "retrain" / "last-success.json"
+
+
+def unchanged_since_last_success(project: Project, params_path: str) -> bool:
+    """True when the last completed retraining run saw exactly this data, code and params."""
+    path, mark = _last_path(project), fingerprint(project, params_path)
+    return mark is not None and path.is_file() and json.loads(path.read_text()).get(
+        "fingerprint") == mark
+
+
+def record_success(project: Project, params_path: str, report: dict[str, Any]) -> None:
+    """Remember this run's fingerprint (after it: version_data may have rewritten data.dvc)."""
+    runs = project.state / "retrain" / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=1, default=str) + "\n"
+    write_atomic(runs / f"{report['flow_run_id']}.json", text)
+    write_atomic(_last_path(project), json.dumps(
+        {"fingerprint": fingerprint(project, params_path), "report": report}, default=str))
+
+
+class DivergedModelError(RuntimeError):
+    """A newly registered model scored NaN/inf: it must not be gated, let alone promoted."""
+
+
+def new_versions(project: Project, stages: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """{stage, model_name, version, metrics} of each register stage that ran in this run."""
+    found = []
+    for entry in stages:
+        pointer = project.pointer(entry["name"])
+        if entry["status"] != "ran" or not pointer.is_file():
+            continue
+        info = StageResult.from_json(pointer.read_text()).info
+        if "model_name" in info and "version" in info:
+            found.append({"stage": entry["name"], "model_name": info["model_name"],
+                          "version": str(info["version"]), "metrics": info.get("metrics", {})})
+    return found
+
+
+def check_finite(versions: list[dict[str, Any]]) -> None:
+    """Refuse to gate anything when one new model diverged (NaN/inf metrics)."""
+    bad = []
+    for v in versions:
+        if names := [k for k, x in v["metrics"].items() if not _finite(x)]:
+            bad.append(f"{v['model_name']} v{v['version']} ({', '.join(names)})")
+    if bad:
+        raise DivergedModelError(
+            f"model(s) diverged, their metrics are NaN or infinite: {'; '.join(bad)}. Nothing "
+            "was promoted: the champions are unchanged. Lower the learning rate or check the "
+            "new data, then rerun.")
+
+
+def _finite(value: Any) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+@task(name="promote_new", cache_policy=NO_CACHE, persist_result=False)
+def promote_new(project: Project, params_path: str, stages: list[dict[str, str]]
+                ) -> list[dict[str, Any]]:
+    """Run the promotion gate on every model version this run registered."""
+    from segen.promotion import promote
+    from segen.promotion.gate import family_of
+    from segen.tracking import configure_tracking
+
+    versions = new_versions(project, stages)
+    check_finite(versions)
+    params = load_params(Path(params_path))
+    configure_tracking(project, params.mlflow)
+    decisions = []
+    for v in versions:
+        try:
+            family_of(params, v["model_name"])
+        except ValueError as err:  # a model family without a gate in params.yaml (yet)
+            decisions.append({"model": v["model_name"], "version": v["version"],
+                              "decision": "no_gate", "reason": str(err)})
+            continue
+        outcome = promote(project, params, v["model_name"], int(v["version"]),
+                          reason="scheduled retraining (segen-retrain)")
+        decisions.append({"model": v["model_name"], "version": v["version"],
+                          "decision": outcome["decision"], "gate": outcome})
+    return decisions
+
+
+def skipped_report(data_version: str | None) -> dict[str, Any]:
+    """The report of a run that found nothing changed since the last completed one."""
+    return {"data_version_before": data_version, "data_version_after": data_version,
+            "data_changed": False, "skipped": "data, code and params unchanged since the last "
+            "completed retraining run", "stages_ran": [], "stages_cached": [],
+            "promotions": [], "models": []}
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [f"data version  {report['data_version_before']} -> {report['data_version_after']}"
+             + ("" if report["data_changed"] else "  (unchanged)")]
+    if report.get("skipped"):
+        lines.append(f"skipped: {report['skipped']}")
+    else:
+        lines.append(f"stages ran    {', '.join(report['stages_ran']) or 'none'}")
+        lines.append(f"stages cached {', '.join(report['stages_cached']) or 'none'}")
+    lines += [f"promotion     {d['model']} v{d['version']}: {d['decision']}"
+              for d in report["promotions"]] or ["promotion     no new model version"]
+    return "\n".join(lines)
