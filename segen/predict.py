@@ -24,13 +24,18 @@ NOISE = -1
 _SPEC = re.compile(r"^(?P<name>[^@/]+)(?:@(?P<alias>[^@/]+)|/(?P<version>\d+))?$")
 
 
-def model_uri(spec: str) -> str:
-    """NAME[@ALIAS|/VERSION] -> a models:/ URI (a bare NAME means its latest version)."""
+def parse_model_spec(spec: str) -> tuple[str, str | None, str | None]:
+    """NAME[@ALIAS|/VERSION] -> (name, alias or None, version or None); both None: latest."""
     match = _SPEC.match(spec.strip())
     if match is None:
-        raise ValueError(f"--model {spec!r}: expected NAME, NAME@ALIAS or NAME/VERSION "
+        raise ValueError(f"model {spec!r}: expected NAME, NAME@ALIAS or NAME/VERSION "
                          "(e.g. segen-unet@champion or segen-kmeans/2)")
-    name, alias, version = match["name"], match["alias"], match["version"]
+    return match["name"], match["alias"], match["version"]
+
+
+def model_uri(spec: str) -> str:
+    """NAME[@ALIAS|/VERSION] -> a models:/ URI (a bare NAME means its latest version)."""
+    name, alias, version = parse_model_spec(spec)
     return f"models:/{name}@{alias}" if alias else f"models:/{name}/{version or 'latest'}"
 
 

@@ -1,0 +1,222 @@
+"""Lineage both ways across two data versions: model -> data/code/params/run, data (md5 or
+git revision) -> runs and model versions, file -> data versions -> models, the picture;
+and the same queries against an `mlflow server` over HTTP."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import git, init_project, segen_cli
+
+pytestmark = pytest.mark.slow
+CHANGED = "images/img_00003.png"
+UNCHANGED = "images/img_00000.png"
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory, prefect_harness) -> dict[str, Any]:
+    """A project run on data version 1 (committed), then on version 2 (one image changed,
+    committed): what each run returned and the commits."""
+    from PIL import Image
+
+    from flows.pipeline import pipeline
+
+    saved = dict(os.environ)  # the flow points MLFLOW_TRACKING_URI at this project
+    root = init_project(tmp_path_factory.mktemp("lineage") / "proj")
+    params = str(root / "params.yaml")
+    first = pipeline(str(root), params)
+    git(root, "add", "data.dvc", ".gitignore"), git(root, "commit", "-qm", "data v1")
+    rev1 = git(root, "rev-parse", "HEAD").strip()
+    image = root / "data" / CHANGED
+    original = image.read_bytes()
+    pixels = Image.open(image).copy()
+    pixels.putpixel((0, 0), (255 - pixels.getpixel((0, 0))[0], 0, 0))
+    pixels.save(image)
+    second = pipeline(str(root), params)
+    git(root, "add", "data.dvc"), git(root, "commit", "-qm", "data v2")
+    rev2 = git(root, "rev-parse", "HEAD").strip()
+    os.environ.clear(), os.environ.update(saved)
+    assert first["data_version"] != second["data_version"]
+    return {"root": root, "v1": first, "v2": second, "rev1": rev1, "rev2": rev2,
+            "original": original}
+
+
+@pytest.fixture
+def project(history):
+    """The history's project with this process's MLflow pointed at its store."""
+    from segen.config import load_params
+    from segen.project import Project
+    from segen.tracking import configure_tracking
+
+    project = Project.at(history["root"])
+    configure_tracking(project, load_params(project.root / "params.yaml").mlflow)
+    return project
+
+
+def _cli_json(root: Path, *args: str) -> dict[str, Any]:
+    result = segen_cli("lineage", *args, "--json", cwd=root)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _versions(records: list[dict[str, Any]]) -> set[tuple[str, int]]:
+    return {(v["name"], v["version"]) for v in records}
+
+
+def _registered(summary: dict[str, Any]) -> set[tuple[str, int]]:
+    return {(m["name"], m["version"]) for m in summary["models"]}
+
+
+def test_lineage_model(history) -> None:
+    from segen.tracking import code_root, git_revision
+
+    v1 = history["v1"]
+    report = _cli_json(history["root"], "model", "test-unet/1")
+    assert report["data_version"] == v1["data_version"]
+    assert [r["rev"] for r in report["data_revisions"]] == [history["rev1"]]
+    assert report["code_revision"] == git_revision(code_root())
+    assert report["params"]["unet"]["epochs"] == 2 and report["params"]["register"][
+        "model_name"] == "test-unet"
+    assert report["run"]["run_id"] == report["model"]["run_id"]
+    assert report["run"]["stage"] == "register_unet" and report["run"]["metrics"]
+    keys = {s["name"]: s["key"] for s in v1["stages"]}
+    assert report["upstream_keys"] == {k: keys[k] for k in (
+        "version_data", "preprocess", "train_unet", "evaluate_unet")}
+    assert report["synthetic_generator"] is None
+
+
+def test_lineage_model_alias_latest_and_other_families(project, history) -> None:
+    from segen.lineage.queries import model_lineage
+
+    from segen.tracking import client
+
+    champion = client().get_registered_model("test-unet").aliases["champion"]
+    by_alias = model_lineage(project, "test-unet@champion")["model"]
+    assert by_alias["version"] == int(champion) and "champion" in by_alias["aliases"]
+    latest = model_lineage(project, "test-unet")
+    assert latest["model"]["version"] == 2
+    assert latest["data_version"] == history["v2"]["data_version"]
+    assert [r["rev"] for r in latest["data_revisions"]] == [history["rev2"]]
+    kmeans = model_lineage(project, "test-kmeans/1")  # generic over registered families
+    assert kmeans["data_version"] == history["v1"]["data_version"]
+    assert "train_kmeans" in kmeans["upstream_keys"] and "kmeans" in kmeans["params"]
+    with pytest.raises(ValueError, match="registered models: test-dbscan"):
+        model_lineage(project, "no-such-model")
+
+
+def test_lineage_data(project, history) -> None:
+    from segen.lineage.queries import data_lineage
+
+    v1 = history["v1"]["data_version"]
+    report = data_lineage(project, v1)
+    assert _versions(report["model_versions"]) == _registered(history["v1"])
+    assert {r["data_version"] for r in report["runs"]} == {v1}
+    assert {"train_unet", "register_unet", "register_kmeans", "register_dbscan",
+            "compare_segmenters"} <= {r["stage"] for r in report["runs"]}
+    assert {v["run_id"] for v in report["model_versions"]} <= {r["run_id"]
+                                                               for r in report["runs"]}
+    by_git = _cli_json(history["root"], "data", "HEAD~0")
+    assert by_git["data_version"] == history["v2"]["data_version"]
+    assert by_git["resolved_from"] == history["rev2"]
+    assert _versions(by_git["model_versions"]) == _registered(history["v2"])
+    # exactly: every tagged run of the store belongs to one of the two versions, once
+    from segen.lineage.queries import DATA_TAG, Registry
+
+    tagged = {r.info.run_id for r in Registry().runs() if DATA_TAG in r.data.tags}
+    ids1, ids2 = ({r["run_id"] for r in x["runs"]} for x in (report, by_git))
+    assert not ids1 & ids2 and ids1 | ids2 == tagged
+    bad = segen_cli("lineage", "data", "no-such-rev", cwd=history["root"])
+    assert bad.returncode == 2 and "neither a data version" in bad.stderr
+
+
+def test_lineage_file(project, history, tmp_path) -> None:
+    from segen.lineage.queries import file_lineage
+
+    root, remote = history["root"], str(history["root"].parent / "proj-remote")
+    v1, v2 = history["v1"]["data_version"], history["v2"]["data_version"]
+    both = file_lineage(project, remote, root / "data" / UNCHANGED)
+    assert {d["data_version"] for d in both["data_versions"]} == {v1, v2}
+    assert _versions(both["model_versions"]) == _registered(history["v1"]) | _registered(
+        history["v2"])
+    assert both["unavailable"] == [] and both["searched"] == 2
+    new = file_lineage(project, remote, root / "data" / CHANGED)
+    assert [d["data_version"] for d in new["data_versions"]] == [v2]
+    assert _versions(new["model_versions"]) == _registered(history["v2"])
+    old = tmp_path / "old.png"
+    old.write_bytes(history["original"])
+    assert [d["data_version"] for d in file_lineage(project, remote, old)["data_versions"]
+            ] == [v1]
+
+    # v1's listing gone from the cache: read from the remote; gone there too: said so
+    cached = root / ".dvc" / "cache" / "files" / "md5" / v1[:2] / v1[2:]
+    pushed = Path(remote) / "files" / "md5" / v1[:2] / v1[2:]
+    shutil.move(cached, tmp_path / "cached.dir")
+    try:
+        from_remote = file_lineage(project, remote, root / "data" / UNCHANGED)
+        assert {d["data_version"]: d["listing_from"] for d in from_remote["data_versions"]
+                } == {v1: "remote", v2: "cache"}
+        shutil.move(pushed, tmp_path / "pushed.dir")
+        gone = file_lineage(project, remote, root / "data" / UNCHANGED)
+        assert [d["data_version"] for d in gone["data_versions"]] == [v2]
+        assert [u["data_version"] for u in gone["unavailable"]] == [v1]
+        assert "not in the local DVC cache" in gone["unavailable"][0]["reason"]
+    finally:
+        shutil.move(tmp_path / "cached.dir", cached)
+        if not pushed.exists():
+            shutil.move(tmp_path / "pushed.dir", pushed)
+
+
+def test_lineage_graph(history, tmp_path) -> None:
+    from PIL import Image
+
+    root = history["root"]
+    page = tmp_path / "lineage.html"
+    report = _cli_json(root, "graph", "--out", str(page))
+    text = page.read_text()
+    assert "<svg" in text and "<script" not in text and "http://" not in text.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")
+    for summary in (history["v1"], history["v2"]):
+        assert f"data {summary['data_version'][:12]}" in text
+        for name, version in _registered(summary):
+            assert f"{name} v{version}" in text
+    assert "@champion" in text and history["rev1"][:12] in text
+    assert len(report["nodes"]["data"]) == 2 and report["edges"] >= 12
+
+    from segen.config import load_params
+    from segen.lineage.graph import write_graph
+    from segen.project import Project
+    from segen.tracking import configure_tracking
+
+    project = Project.at(root)
+    configure_tracking(project, load_params(root / "params.yaml").mlflow)
+    png = tmp_path / "lineage.png"
+    write_graph(project, png)
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.width > 600 and image.height > 300
+    with pytest.raises(ValueError, match=".html"):
+        write_graph(project, tmp_path / "lineage.svg")
+
+
+def test_lineage_against_mlflow_server(history, tmp_path) -> None:
+    """The same queries over HTTP: a copy of the project re-registers into a real server."""
+    from flows.pipeline import pipeline
+    from servers import mlflow_server
+
+    root = tmp_path / "proj"
+    shutil.copytree(history["root"], root, symlinks=True)
+    with mlflow_server(tmp_path / "mlflow") as uri:
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        summary = pipeline(str(root), str(root / "params.yaml"))  # only registration reruns
+        assert summary["data_version"] == history["v2"]["data_version"]
+        model = _cli_json(root, "model", "test-unet@champion")
+        assert model["data_version"] == history["v2"]["data_version"]
+        assert [r["rev"] for r in model["data_revisions"]] == [history["rev2"]]
+        assert model["params"]["unet"]["epochs"] == 2
+        data = _cli_json(root, "data", "HEAD")
+        assert _versions(data["model_versions"]) == _registered(summary)
+        assert "register_unet" in {r["stage"] for r in data["runs"]}
