@@ -27,4 +27,4 @@ def register(project: Project, stage: str, upstream: dict[str, StageResult],
     kind = stage.removeprefix("register_")
     what = Registration(stage=stage, section=stage, train=f"train_{kind}",
                         evaluation=f"evaluate_{kind}", log_model=_log_model)
-    return register_model(project, what, upstream, register_params, out)
+    return register_model(project, what, upstream, register_params, register_params, out)

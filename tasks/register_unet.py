@@ -32,4 +32,4 @@ def register_unet(project: Project, version_data: StageResult, preprocess: Stage
     """Register a new version; the champion alias goes to the first version only."""
     upstream = {"version_data": version_data, "preprocess": preprocess,
                 "train_unet": train_unet, "evaluate_unet": evaluate_unet}
-    return StageOutput(register_model(project, UNET, upstream, register, out))
+    return StageOutput(register_model(project, UNET, upstream, register, register, out))

@@ -91,23 +91,23 @@ def log_dataset(project: Project, data_version: str) -> None:
 
 
 def register(project: Project, what: Registration, upstream: dict[str, StageResult],
-             register_params: RegisterParams, out: Path) -> dict[str, Any]:
+             section: Any, target: RegisterParams, out: Path) -> dict[str, Any]:
     """Log and register one model version; writes out/registration.json and returns it.
 
     upstream: version_data, preprocess, what.train, what.evaluation (and any other stage
-    whose key belongs in the lineage).
+    whose key belongs in the lineage). section: the stage's own params section (recorded);
+    target: the registered model name and champion alias it resolves to.
     """
     import mlflow
 
     train, evaluation = upstream[what.train], upstream[what.evaluation]
     metrics = _loggable(evaluation.info["metrics"])
-    params = {section: values for r in upstream.values()
-              for section, values in r.info["params"].items()} | {
-        what.section: asdict(register_params)}
+    params = {name: values for r in upstream.values()
+              for name, values in r.info["params"].items()} | {what.section: asdict(section)}
     tags = lineage_tags(project, upstream, hash_json(params)) | what.extra_tags
     data_version = upstream["version_data"].info["data_version"]
     with start_run(project, what.stage, tags=tags | {"segen.stage": what.stage}) as run:
-        mlflow.log_params({f"{section}.{k}": v for section, values in params.items()
+        mlflow.log_params({f"{name}.{k}": v for name, values in params.items()
                            for k, v in values.items()})
         run_params = {"data_version": data_version, **{
             f"split.{k}": upstream["preprocess"].info[k] for k in ("train", "val", "test")}}
@@ -118,13 +118,13 @@ def register(project: Project, what: Registration, upstream: dict[str, StageResu
         mlflow.log_metrics(metrics)
         mlflow.log_artifacts(evaluation.path, artifact_path="evaluation")
         log_dataset(project, data_version)
-        info = what.log_model(Path(train.path), register_params.model_name)
+        info = what.log_model(Path(train.path), target.model_name)
     registry = client()
     version = str(info.registered_model_version)
     for name, value in tags.items():
-        registry.set_model_version_tag(register_params.model_name, version, name, value)
-    champion = claim_first_champion(registry, register_params)
-    summary = {"model_name": register_params.model_name, "version": int(version),
+        registry.set_model_version_tag(target.model_name, version, name, value)
+    champion = claim_first_champion(registry, target)
+    summary = {"model_name": target.model_name, "version": int(version),
                "run_id": run.info.run_id, "metrics": metrics, "champion": champion == version}
     (out / "registration.json").write_text(json.dumps(summary, indent=1))
     return summary

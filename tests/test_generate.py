@@ -1,0 +1,178 @@
+"""Registered generative models: the register_<kind> stage body on tiny generators (lineage
+and protocol tags, champion), the pyfunc through models:/NAME@champion, and `segen generate`
+through the real CLI; bad input gives exit code 2 and a clear message."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, segen_cli
+
+CLASSES = ["background", "circle", "square"]
+SIZE = 16
+
+
+def _generator(kind: str, folder: Path) -> Path:
+    """A tiny generator folder of `kind`, as a train_<kind> stage publishes it."""
+    import torch
+
+    from models.generative import CONDITIONING, GenSpec, create
+    from segen.gen_inference import save_generator
+
+    torch.manual_seed(0)
+    spec = {"channels": 3, "image_size": SIZE, "n_classes": len(CLASSES), "latent_dim": 8,
+            "width": 4}
+    folder.mkdir(parents=True)
+    save_generator(create(kind, GenSpec(**spec)), {
+        "kind": kind, "conditioning": CONDITIONING[kind], "spec": spec, "classes": CLASSES,
+        "domains": None, "domain_column": None}, folder)
+    return folder
+
+
+def _result(stage: str, path: Path, **info: object):  # noqa: ANN202
+    from segen.store import StageResult
+
+    return StageResult(stage=stage, key=f"key-{stage}", digest=f"digest-{stage}",
+                       path=str(path), info={"params": {}, **info})
+
+
+def _register(project, kind: str, root: Path):  # noqa: ANN001, ANN202
+    """Run the register_<kind> stage body (no Prefect engine) on stand-in upstream results."""
+    from segen.config import RegisterGenerativeParams
+    from tasks.register_generative import REGISTER_TASKS
+
+    evaluation = root / f"eval-{kind}"
+    evaluation.mkdir()
+    (evaluation / "metrics.json").write_text("{}")
+    protocol = {"extractor_sha256": "f" * 64, "real_split": "test", "n_real": 4, "n_fake": 8,
+                "seed": 0, "kid_subset_size": 4, "k": 3}
+    return REGISTER_TASKS[f"register_{kind}"].fn(
+        project=project,
+        version_data=_result("version_data", root, data_version="d" * 32 + ".dir",
+                             params={"data": {"remote": "x"}}),
+        preprocess=_result("preprocess", root, train=3, val=1, test=1),
+        train_feature_extractor=_result("train_feature_extractor", root,
+                                        extractor={"sha256": "f" * 64}),
+        **{f"train_{kind}": _result(f"train_{kind}", _generator(kind, root / kind),
+                                    mlflow_run_id="none", params={kind: {"epochs": 1}}),
+           f"evaluate_{kind}": _result(f"evaluate_{kind}", evaluation, protocol=protocol,
+                                       metrics={"fid": 12.5, "kid": 0.1, "name": "x"})},
+        register_generative=RegisterGenerativeParams(model_prefix="test-",
+                                                     champion_alias="champion"))
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project whose embedded registry holds test-dcgan, test-cgan and test-pix2pix v1."""
+    from segen.config import load_params
+    from segen.project import Project
+    from segen.tracking import configure_tracking
+
+    root = tmp_path_factory.mktemp("generate") / "proj"
+    (root / "data").mkdir(parents=True)
+    (root / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    (root / "data" / "manifest.csv").write_text("id,image,mask,label\n0,a.png,a.png,1\n")
+    project = Project.at(root)
+    configure_tracking(project, load_params(root / "params.yaml").mlflow)
+    work = root.parent / "work"
+    work.mkdir()
+    results = {kind: _register(project, kind, work) for kind in ("dcgan", "cgan", "pix2pix")}
+    (root / "registered.json").write_text(json.dumps({k: r.info for k, r in results.items()}))
+    masks = root / "masks"
+    masks.mkdir()
+    mask = np.zeros((24, 24), np.uint8)
+    mask[4:14, 6:20] = 1
+    Image.fromarray(mask).save(masks / "a.png")  # another size than the model's: resized
+    Image.fromarray(np.full((SIZE, SIZE), 2, np.uint8)).save(masks / "b.png")
+    Image.fromarray(np.full((SIZE, SIZE), 9, np.uint8)).save(masks / "bad-class.png")
+    Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(masks / "rgb.png")
+    return root
+
+
+def test_registered_version_has_lineage_and_protocol_tags(registered: Path) -> None:
+    from segen.tracking import client
+
+    info = json.loads((registered / "registered.json").read_text())["dcgan"]
+    assert info["model_name"] == "test-dcgan" and info["version"] == 1 and info["champion"]
+    assert info["metrics"] == {"fid": 12.5, "kid": 0.1}  # non-numeric metrics not logged
+    version = client().get_model_version("test-dcgan", "1")
+    tags = version.tags
+    assert tags["segen.data_version"] == "d" * 32 + ".dir"
+    assert tags["segen.feature_extractor_sha256"] == "f" * 64
+    assert tags["segen.eval.real_split"] == "test" and tags["segen.eval.n_fake"] == "8"
+    assert tags["segen.eval.seed"] == "0" and tags["segen.kind"] == "dcgan"
+    assert tags["segen.key.train_feature_extractor"] == "key-train_feature_extractor"
+    run = client().get_run(version.run_id)
+    assert run.data.params["register_generative.model_prefix"] == "test-"
+    assert run.data.params["dcgan.epochs"] == "1"
+    assert run.inputs.dataset_inputs[0].tags[0].value == "d" * 32 + ".dir"  # full DVC md5
+
+
+def test_pyfunc_through_the_registry(registered: Path) -> None:
+    import mlflow.pyfunc
+    import pandas as pd
+
+    model = mlflow.pyfunc.load_model("models:/test-dcgan@champion")
+    images = model.predict({"n": 5}, params={"seed": 3})
+    assert images.shape == (5, SIZE, SIZE, 3) and images.dtype == np.uint8
+    assert np.array_equal(images, model.predict({"n": 5}, params={"seed": 3}))  # seeded
+    assert not np.array_equal(images, model.predict({"n": 5}, params={"seed": 4}))
+    cgan = mlflow.pyfunc.load_model("models:/test-cgan@champion")
+    rows = cgan.predict(pd.DataFrame({"n": [2, 3], "class": [1, "square"]}))
+    assert rows.shape == (5, SIZE, SIZE, 3)
+    with pytest.raises(ValueError, match="class 3 is out of range"):
+        cgan.predict({"n": 2, "class": 3})
+    pix = mlflow.pyfunc.load_model("models:/test-pix2pix@champion")
+    assert pix.predict({"masks": np.zeros((2, 40, 40), np.uint8)}).shape == (2, SIZE, SIZE, 3)
+    with pytest.raises(ValueError, match="class ids in 0..2"):
+        pix.predict({"masks": np.full((1, 8, 8), 5)})
+
+
+def _pngs(out: Path) -> list[str]:
+    return sorted(p.name for p in out.glob("sample-*.png"))
+
+
+@pytest.mark.slow
+def test_generate_writes_pngs_and_grid(registered: Path) -> None:
+    out = registered / "out-dcgan"
+    result = segen_cli("generate", "--model", "test-dcgan@champion", "--n", "6", "--seed", "1",
+                       "--out", str(out), cwd=registered)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _pngs(out) == [f"sample-{i:04d}.png" for i in range(6)]
+    assert np.asarray(Image.open(out / "sample-0000.png")).shape == (SIZE, SIZE, 3)
+    assert (out / "grid.png").is_file() and "wrote 6 image(s)" in result.stdout
+    report = json.loads((out / "generated.json").read_text())
+    assert report["model"] == "models:/test-dcgan@champion" and report["seed"] == 1
+    assert not list(out.glob(".*"))  # no temporary files left behind
+
+    out = registered / "out-cgan"
+    result = segen_cli("generate", "--model", "test-cgan/1", "--n", "3", "--class", "2",
+                       "--out", str(out), cwd=registered)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(_pngs(out)) == 3 and (out / "grid.png").is_file()
+
+    out = registered / "out-pix2pix"
+    result = segen_cli("generate", "--model", "test-pix2pix", "--mask", "masks/a.png",
+                       "masks/b.png", "--out", str(out), cwd=registered)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(_pngs(out)) == 2 and (out / "grid.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, message", [
+    (("--model", "test-cgan", "--n", "2", "--class", "7"), "class 7 is out of range"),
+    (("--model", "test-dcgan", "--n", "2", "--class", "1"), "is unconditional"),
+    (("--model", "test-pix2pix", "--mask", "masks/bad-class.png"), "class ids in 0..2"),
+    (("--model", "test-pix2pix", "--mask", "masks/rgb.png"), "expected a class-index PNG"),
+])
+def test_generate_bad_input_exits_2(registered: Path, args: tuple[str, ...], message: str
+                                    ) -> None:
+    out = registered / "out-bad"
+    result = segen_cli("generate", *args, "--out", str(out), cwd=registered)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()  # nothing written
