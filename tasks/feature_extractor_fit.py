@@ -1,0 +1,80 @@
+"""Train the pinned feature extractor (models.feature_extractor.FeatureClassifier) on the
+preprocess stage's labelled images; a stage body calls fit_feature_extractor and saves it.
+
+to_unit_range is the one place where stored uint8 images become the [-1, 1] tensors that the
+extractor and the generative models see."""
+from __future__ import annotations
+
+import time
+
+import torch
+from torch.nn import functional as F
+from torchvision.transforms.v2 import functional as TF
+
+from models.feature_extractor import FeatureClassifier
+from models.gen_metrics import class_accuracy
+from segen.inference import pick_device
+from tasks.training import batch_indices
+
+
+def to_unit_range(images_uint8_nhwc: torch.Tensor, image_size: int) -> torch.Tensor:
+    """(N, H, W, C) uint8 -> (N, C, image_size, image_size) float32 in [-1, 1]; resized with
+    antialiasing (bilinear) only when the stored size differs."""
+    x = torch.as_tensor(images_uint8_nhwc)
+    if x.dtype != torch.uint8 or x.ndim != 4:
+        raise ValueError(f"to_unit_range expects (N, H, W, C) uint8 images, got "
+                         f"{tuple(x.shape)} {x.dtype}")
+    x = x.permute(0, 3, 1, 2).float()  # (N, C, H, W) in [0, 255]
+    if x.shape[-2:] != (image_size, image_size):
+        x = TF.resize(x, [image_size, image_size], antialias=True).clamp_(0, 255)
+    return x.div_(127.5).sub_(1.0)
+
+
+def fit_feature_extractor(images: torch.Tensor, labels: torch.Tensor, val_images: torch.Tensor,
+                          val_labels: torch.Tensor, *, image_size: int, width: int,
+                          feature_dim: int, epochs: int, batch_size: int, lr: float, seed: int,
+                          n_classes: int) -> tuple[FeatureClassifier, dict[str, float]]:
+    """Cross-entropy, AdamW, seeded shuffles; returns the model on the CPU in eval mode and
+    {"val_accuracy", "train_accuracy", "train_loss", "train_seconds", "epochs"}."""
+    _check_labels(labels, val_labels, n_classes)
+    x, y = to_unit_range(images, image_size), labels.long()
+    x_val = to_unit_range(val_images, image_size)
+    device = pick_device()
+    with torch.random.fork_rng(devices=[]):  # the seed decides the init without leaking out
+        torch.manual_seed(seed)
+        model = FeatureClassifier(x.shape[1], image_size, n_classes, width, feature_dim)
+    model = model.to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    start, loss = time.perf_counter(), float("nan")
+    for _ in range(epochs):
+        loss = _train_epoch(model, optimiser, x, y, batch_size, generator, device)
+    seconds = time.perf_counter() - start
+    model = model.cpu().eval()
+    return model, {"val_accuracy": class_accuracy(model, x_val, val_labels)["accuracy"],
+                   "train_accuracy": class_accuracy(model, x, y)["accuracy"],
+                   "train_loss": loss, "train_seconds": seconds, "epochs": float(epochs)}
+
+
+def _train_epoch(model: FeatureClassifier, optimiser: torch.optim.Optimizer, x: torch.Tensor,
+                 y: torch.Tensor, batch_size: int, generator: torch.Generator,
+                 device: torch.device) -> float:
+    """One pass in seeded random order; returns the mean training loss."""
+    model.train()
+    total = torch.zeros((), device=device)
+    for idx in batch_indices(len(x), batch_size, generator):
+        if len(idx) < 2:
+            continue  # BatchNorm cannot normalise a batch of one
+        loss = F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        total = total + loss.detach() * len(idx)  # stays on device: no sync per step
+    return float(total) / len(x)
+
+
+def _check_labels(labels: torch.Tensor, val_labels: torch.Tensor, n_classes: int) -> None:
+    for name, tensor in (("labels", labels), ("val_labels", val_labels)):
+        if len(tensor) and not (0 <= int(tensor.min()) and int(tensor.max()) < n_classes):
+            raise ValueError(f"fit_feature_extractor: {name} must be class ids in "
+                             f"0..{n_classes - 1}; got {int(tensor.min())}..{int(tensor.max())}")
