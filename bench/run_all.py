@@ -2,6 +2,9 @@
 
   bench/train_throughput.py  train_unet stage vs a bare PyTorch loop (images/s, ratio)
   bench/cached_rerun.py      cold `segen run` vs a fully cached rerun vs an empty Prefect flow
+  bench/generative.py        generative models: it/s and peak memory, FID/KID/precision/
+                             recall beside floor/ceiling, U-Net IoU with vs without
+                             synthetic pairs (a full `segen run`: tens of minutes on 2 cores)
   bench/isbi_unet.py         U-Net on ISBI 2012 membranes, held-out slices 25-29
                              (only with --with-isbi: about 15 minutes on 2 CPU cores)
 
@@ -26,6 +29,7 @@ QUICK = {
     "train_throughput": ["--n-images", "80", "--epochs", "1", "--repeats", "1"],
     "cached_rerun": ["--repeats", "1"],
     "isbi_unet": ["--epochs", "1"],
+    "generative": ["--quick"],
 }
 
 
@@ -53,6 +57,8 @@ def summary_rows(name: str) -> list[tuple[str, str]]:
                  f"{'yes' if r['every_rerun_stage_cached'] else 'NO'})"),
                 ("run: empty Prefect flow", f"{r['empty_flow_seconds_median']:.2f} s"),
                 ("run: cached - empty flow", f"{r['segen_overhead_on_full_hit_seconds']:.2f} s")]
+    if name == "generative":
+        return generative_rows(r)
     h, b = r["held_out"], r["budget"]
     return [("isbi: membrane Dice", f"{h['membrane_dice']:.4f}"),
             ("isbi: mean Dice / mean IoU", f"{h['mean_dice']:.4f} / {h['mean_iou']:.4f}"),
@@ -61,13 +67,31 @@ def summary_rows(name: str) -> list[tuple[str, str]]:
              f"{b['cpu_threads']} threads")]
 
 
+def generative_rows(r: dict) -> list[tuple[str, str]]:
+    rows = [(f"gen: {kind} ({device})", f"{v['iterations_per_second']:.2f} it/s")
+            for device in ("cpu", "cuda") for kind, v in r["speed"].get(device, {}).items()]
+    for kind, q in r.get("quality", {}).get("models", {}).items():
+        if "fid" in q:
+            rows.append((f"gen: {kind} FID / KID", f"{q['fid']:.2f} / {q['kid']:.4f}"))
+    refs = r.get("quality", {}).get("references", {})
+    if "ref_floor_fid" in refs and "ref_ceiling_fid" in refs:
+        rows.append(("gen: FID floor / ceiling", f"{refs['ref_floor_fid']:.2f} / "
+                     f"{refs['ref_ceiling_fid']:.2f}"))
+    s = r.get("synthetic", {})
+    if "mean_iou_with" in s:
+        rows.append(("gen: U-Net IoU without / with synthetic",
+                     f"{s['mean_iou_without']:.4f} / {s['mean_iou_with']:.4f}"))
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--with-isbi", action="store_true", help="also run bench/isbi_unet.py")
     p.add_argument("--quick", action="store_true", help="small settings (smoke test)")
     args = p.parse_args()
-    names = ["train_throughput", "cached_rerun"] + (["isbi_unet"] if args.with_isbi else [])
+    names = ["train_throughput", "cached_rerun", "generative"] + (
+        ["isbi_unet"] if args.with_isbi else [])
     failed = []
     for name in names:
         (OUT / f"{name}.json").unlink(missing_ok=True)  # never report a stale result

@@ -114,31 +114,41 @@ class Trainer:
 
 
 def fit(project: Project, preprocess: StageResult, unet: UNetParams, out: Path,
-        key: str) -> dict[str, Any]:
-    """Train, or resume from the checkpoint of this key; writes model.pt + model.json to out."""
+        key: str, *, stage: str = "train_unet",
+        extra_train: tuple[torch.Tensor, torch.Tensor] | None = None,
+        tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """Train, or resume from the checkpoint of this key; writes model.pt + model.json to out.
+
+    extra_train: (N, H, W, C) uint8 images and (N, H, W) int64 masks added to the train
+    split (train_unet_synthetic); normalisation stays that of the real train split.
+    """
     import mlflow
 
     meta = dataset_meta(preprocess)
     train_x, train_y = load_split(preprocess, "train")
+    if extra_train is not None:
+        train_x = torch.cat([train_x, extra_train[0]])
+        train_y = torch.cat([train_y, extra_train[1]])
     val_x, val_y = load_split(preprocess, "val")
     _check_crop(unet, meta)
     steps = unet.epochs * math.ceil(len(train_x) / unet.batch_size)
     trainer = Trainer(unet_config(meta, unet), unet, steps)
-    checkpoint = project.work / "train_unet" / key / CHECKPOINT
+    checkpoint = project.work / stage / key / CHECKPOINT
     state = load_checkpoint(checkpoint)
     if state is not None:
         trainer.restore(state)
-        log.info("resuming train_unet from epoch %d/%d (%s)", trainer.epoch, unet.epochs, checkpoint)
+        log.info("resuming %s from epoch %d/%d (%s)", stage, trainer.epoch, unet.epochs,
+                 checkpoint)
     resumed_from = trainer.epoch
-    tags = {"segen.stage": "train_unet", "segen.stage_key": key,
-            "segen.data_version": meta["data_version"]}
+    tags = {"segen.stage": stage, "segen.stage_key": key,
+            "segen.data_version": meta["data_version"], **(tags or {})}
     train_seconds, metrics = 0.0, {}
-    with start_run(project, "train_unet", run_id=state and state["run_id"], tags=tags) as run:
+    with start_run(project, stage, run_id=state and state["run_id"], tags=tags) as run:
         if state is None:
             mlflow.log_params({f"unet.{k}": v for k, v in as_dict(unet).items()})
             mlflow.log_param("device", trainer.device.type)
         with tqdm(total=(unet.epochs - resumed_from) * len(train_x), unit="img",
-                  desc="train_unet", mininterval=1.0) as bar:
+                  desc=stage, mininterval=1.0) as bar:
             while trainer.epoch < unet.epochs:
                 start = time.perf_counter()
                 train_loss = trainer.train_epoch(train_x, train_y, bar)
