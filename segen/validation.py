@@ -36,14 +36,15 @@ class ValidationReport:
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     n_images: int = 0
-    class_counts: dict[str, int] = field(default_factory=dict)  # pixels per class name
+    class_counts: dict[str, int] = field(default_factory=dict)  # pixels (no masks: images)
+    masks: bool = True  # False for class-folder datasets (classes.json "masks": false)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def format(self) -> str:
-        head = (f"{self.n_images} image/mask pairs: "
+        head = (f"{self.n_images} {'image/mask pairs' if self.masks else 'images'}: "
                 + ("OK" if self.ok else f"{len(self.problems)} problem(s)"))
         lines = [head] + [f"  ERROR {p}" for p in self.problems]
         return "\n".join(lines + [f"  warning {w}" for w in self.warnings])
@@ -61,7 +62,9 @@ def validate_dataset(data_dir: Path, *, min_class_fraction: float) -> Validation
     if manifest.empty:
         report.problems.append(Problem("manifest.csv", "the dataset is empty (no rows)",
                                        "add images, e.g. with `segen data import-pairs`"))
-    check_duplicates(manifest, report)
+    if not has_masks(data_dir):
+        return check_images_only(data_dir, manifest, classes, report)
+    check_duplicates(manifest, report, ("id", "image", "mask"))
     check_unlisted(data_dir, manifest, report)
     pixels = np.zeros(max(len(classes), 1), np.int64)
     channels: dict[str, int] = {}
@@ -89,6 +92,15 @@ def read_classes(data_dir: Path, report: ValidationReport) -> list[str]:
         return []
 
 
+def has_masks(data_dir: Path) -> bool:
+    """False only when classes.json says "masks": false (a class-folder dataset); a missing or
+    broken classes.json is reported by read_classes."""
+    try:
+        return json.loads((data_dir / "classes.json").read_text()).get("masks", True) is not False
+    except (OSError, ValueError, AttributeError):
+        return True
+
+
 def read_manifest(data_dir: Path, report: ValidationReport) -> pd.DataFrame | None:
     try:
         manifest = pd.read_csv(data_dir / "manifest.csv", dtype={"id": str})
@@ -104,8 +116,9 @@ def read_manifest(data_dir: Path, report: ValidationReport) -> pd.DataFrame | No
     return manifest
 
 
-def check_duplicates(manifest: pd.DataFrame, report: ValidationReport) -> None:
-    for column in ("id", "image", "mask"):
+def check_duplicates(manifest: pd.DataFrame, report: ValidationReport,
+                     columns: tuple[str, ...]) -> None:
+    for column in columns:
         for value in sorted(manifest[column][manifest[column].duplicated()].astype(str).unique()):
             report.problems.append(Problem("manifest.csv", f"{column} {value!r} appears more "
                                            "than once", "keep one row per image/mask pair"))
@@ -169,13 +182,7 @@ def check_pair(data_dir: Path, image_rel: str, mask_rel: str, classes: list[str]
     """The mask's pixel count per class id, or None when the pair is unusable."""
     image = open_decoded(data_dir, image_rel, report)
     mask = open_decoded(data_dir, mask_rel, report)
-    if image is not None and image.mode not in IMAGE_MODES:
-        report.problems.append(Problem(image_rel, f"image mode {image.mode} (expected "
-                                       f"{' or '.join(IMAGE_MODES)}, 8-bit)",
-                                       "convert it, e.g. re-import with segen data import-pairs"))
-        image = None
-    if image is not None:
-        channels[image_rel] = len(image.getbands())
+    image = usable_image(image, image_rel, channels, report)
     if mask is not None and mask.mode not in MASK_MODES:
         report.problems.append(Problem(mask_rel, f"mask has {len(mask.getbands())} channel(s) "
                                        f"(mode {mask.mode}); masks must be single-channel class "
@@ -189,6 +196,19 @@ def check_pair(data_dir: Path, image_rel: str, mask_rel: str, classes: list[str]
                                        f"{image.size[1]})", "resize or re-export the pair"))
         return None
     return count_classes(mask, mask_rel, classes, report)
+
+
+def usable_image(image: Image.Image | None, image_rel: str, channels: dict[str, int],
+                 report: ValidationReport) -> Image.Image | None:
+    """The image if its mode is allowed (its channel count recorded), else None."""
+    if image is not None and image.mode not in IMAGE_MODES:
+        report.problems.append(Problem(image_rel, f"image mode {image.mode} (expected "
+                                       f"{' or '.join(IMAGE_MODES)}, 8-bit)",
+                                       "convert it, e.g. re-import with segen data import-pairs"))
+        image = None
+    if image is not None:
+        channels[image_rel] = len(image.getbands())
+    return image
 
 
 def count_classes(mask: Image.Image, mask_rel: str, classes: list[str],
@@ -230,3 +250,39 @@ def check_balance(classes: list[str], pixels: np.ndarray, min_fraction: float,
             report.warnings.append(Problem("masks/", f"class {name!r} covers only "
                                            f"{count / total:.2%} of pixels", "expect poor scores "
                                            "on it; add examples or weight the loss"))
+
+
+def check_images_only(data_dir: Path, manifest: pd.DataFrame, classes: list[str],
+                      report: ValidationReport) -> ValidationReport:
+    """A class-folder dataset (no masks): readable images of one channel count, labels in
+    range, every class with images (fewer than 2 warn)."""
+    report.masks = False
+    check_duplicates(manifest, report, ("id", "image"))
+    check_unlisted(data_dir, manifest, report)
+    channels: dict[str, int] = {}
+    for row in manifest.itertuples():
+        check_label(row, classes, report)
+        if not pd.isna(row.mask) and str(row.mask).strip():
+            report.problems.append(Problem(str(row.image), f"manifest lists mask {row.mask!r} "
+                                           'but classes.json says "masks": false',
+                                           "empty its mask cell, or set masks true"))
+        usable_image(open_decoded(data_dir, str(row.image), report), str(row.image), channels,
+                     report)
+    check_channels(channels, report)
+    if classes and manifest.size:
+        check_class_sizes(classes, manifest["label"], report)
+    return report
+
+
+def check_class_sizes(classes: list[str], labels: pd.Series, report: ValidationReport) -> None:
+    ids = [i for i in map(_class_id, labels) if i is not None and 0 <= i < len(classes)]
+    counts = np.bincount(np.array(ids, np.int64), minlength=len(classes))
+    report.class_counts = {c: int(n) for c, n in zip(classes, counts)}
+    for name, count in report.class_counts.items():
+        if count == 0:
+            report.problems.append(Problem("manifest.csv", f"class {name!r} has no images",
+                                           "add images of it, or re-import without that class "
+                                           "folder (labels index classes.json)"))
+        elif count < 2:
+            report.warnings.append(Problem("manifest.csv", f"class {name!r} has only {count} "
+                                           "image", "add examples: it may land in one split only"))
