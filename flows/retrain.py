@@ -3,34 +3,60 @@ version it registered, and a report of what changed.
 
 With data, code and params unchanged since the last completed run it stops after one cheap
 check (else every pipeline stage would be a cache hit anyway). A failed stage (bad new data,
-a diverged model, the MLflow server gone) raises: the run is FAILED in Prefect with that
-error, and promote_new never runs, so the champion and the registry stay as they were.
+a diverged model, the MLflow server gone) fails the run in Prefect with that error, and
+promote_new never runs, so the champion stays as it was.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, runtime
 
 from flows.pipeline import pipeline
+from segen.config import load_params
+from segen.data_lock import data_lock
 from segen.project import Project
-from tasks.retraining import (format_report, promote_new, record_success, retrain_report,
-                              skipped_report, unchanged_since_last_success)
-from tasks.version_data import recorded_version
+from segen.summary import summarise
+from segen.tracking import configure_tracking
+from tasks.retraining import (check_stages, format_report, promote_new, record_success,
+                              retrain_report, skipped_report, stages_for,
+                              unchanged_since_last_success)
+from tasks.stage_log import StageLog
+from tasks.version_data import ensure_data, recorded_version
 
 
 @flow(name="segen-retrain", log_prints=True)
-def retrain(project_dir: str, params_path: str, skip_unchanged: bool = True) -> dict[str, Any]:
-    """Version the data, rerun what changed, gate and promote the new model versions."""
+def retrain(project_dir: str, params_path: str, targets: list[str] | None = None,
+            skip_unchanged: bool = True) -> dict[str, Any]:
+    """Version the data, rerun what changed, gate and promote the new model versions.
+
+    targets: stages to bring up to date (with their upstream stages); None: all of them.
+    """
     project = Project.at(project_dir)
-    before = recorded_version(project)
-    if skip_unchanged and unchanged_since_last_success(project, params_path):
-        report = skipped_report(before)
-    else:
-        summary = pipeline(project_dir, params_path)  # a subflow: its stages show in the UI
-        decisions = promote_new(project, params_path, summary["stages"])
-        report = retrain_report(before, summary, decisions)
-    report["flow_run_id"] = str(runtime.flow_run.id)
-    record_success(project, params_path, report)
+    with data_lock(project, "segen-retrain"):  # `segen data add` waits for this run
+        before = recorded_version(project)
+        if skip_unchanged and unchanged_since_last_success(project, params_path, targets):
+            report = skipped_report(before)
+        else:
+            summary = (pipeline(project_dir, params_path) if targets is None
+                       else pipeline_stages(project_dir, params_path, targets))
+            check_stages(summary)  # a failed stage fails the run before any promotion
+            decisions = promote_new(project, params_path, summary["stages"])
+            report = retrain_report(before, summary, decisions)
+        report["flow_run_id"] = str(runtime.flow_run.id)
+        record_success(project, params_path, targets, report)
     print(format_report(report))
     return report
+
+
+@flow(name="segen-pipeline-stages", log_prints=True)
+def pipeline_stages(project_dir: str, params_path: str, targets: list[str]) -> dict[str, Any]:
+    """The pipeline restricted to targets and the stages they depend on, in graph order."""
+    project, params = Project.at(project_dir), load_params(Path(params_path))
+    configure_tracking(project, params.mlflow)
+    data_source = ensure_data(project, params.data, params.dataset)
+    stages = StageLog(project, params)
+    for name in stages_for(targets):
+        stages.run(name)
+    return summarise(project, params, stages.results, stages.statuses, data_source)

@@ -8,6 +8,7 @@ light: heavy ones go inside handlers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -36,12 +37,14 @@ def add_commands(sub: Any, data: Any) -> None:
     when.add_argument("--stop-server", action="store_true",
                       help="stop the local Prefect server that segen started, and exit")
     schedule.add_argument("--name", default=DEPLOYMENT, help="deployment name")
+    _stages_option(schedule)
     _params_and_json(schedule)
 
     retrain = command(sub, "retrain", "run the retraining flow once: pipeline, then the "
                       "promotion gate on every new model version", _retrain)
     retrain.add_argument("--always", action="store_true", help="run the pipeline even when "
                          "data, code and params are unchanged since the last retraining")
+    _stages_option(retrain)
     _params_and_json(retrain)
 
     add = command(data, "add", "add new samples to data/ as a new data version", _data_add)
@@ -51,6 +54,16 @@ def add_commands(sub: Any, data: Any) -> None:
     add.add_argument("images_dir", type=Path)
     add.add_argument("masks_dir", type=Path, nargs="?")
     _params_and_json(add)
+
+
+def _quiet(as_json: bool) -> contextlib.AbstractContextManager:
+    """With --json, what the tools print (DVC's hints) goes to stderr: stdout is the JSON."""
+    return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+
+
+def _stages_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stages", nargs="+", metavar="STAGE", help="only these stages and "
+                        "what they depend on, e.g. register_unet (default: the whole pipeline)")
 
 
 def _params_and_json(parser: argparse.ArgumentParser) -> None:
@@ -63,13 +76,15 @@ def _data_add(args: argparse.Namespace) -> int:
     from segen.cli import params_path
     from segen.config import load_params
     from segen.data_add import add_samples
+    from segen.data_lock import data_lock
     from tasks.version_data import recorded_version, track_data
 
     params = load_params(Path(params_path(args)))
     args.project.require_dvc()
-    before = recorded_version(args.project)
-    summary = add_samples(args.project.data, args.images_dir, args.masks_dir)
-    version = track_data(args.project, params.data)
+    with data_lock(args.project, "segen data add"), _quiet(args.json):  # not during a run
+        before = recorded_version(args.project)
+        summary = add_samples(args.project.data, args.images_dir, args.masks_dir)
+        version = track_data(args.project, params.data)
     if args.json:
         print(json.dumps({"added": summary.n_added, "total": summary.n_total,
                           "ids": summary.ids, "data_version_before": before,
@@ -83,18 +98,21 @@ def _data_add(args: argparse.Namespace) -> int:
 def _retrain(args: argparse.Namespace) -> int:
     from flows.retrain import retrain
     from segen.cli import params_path
-    from tasks.retraining import DivergedModelError, format_report
+    from tasks.retraining import RetrainFailed, format_report, stages_for
     from tasks.validate import DataValidationError
 
     args.project.require_dvc()
+    if args.stages:
+        stages_for(args.stages)  # unknown names fail before Prefect starts
     try:
-        report = retrain(str(args.project.root), params_path(args),
-                         skip_unchanged=not args.always)
+        with _quiet(args.json):
+            report = retrain(str(args.project.root), params_path(args), targets=args.stages,
+                             skip_unchanged=not args.always)
     except DataValidationError as err:
         print(f"segen: the dataset is not valid; nothing retrained or promoted:\n{err}",
               file=sys.stderr)
         return 2
-    except DivergedModelError as err:
+    except RetrainFailed as err:
         print(f"segen: error: {err}", file=sys.stderr)
         return EXIT_RUN_FAILED
     print(json.dumps(report, default=str) if args.json else format_report(report))
@@ -111,11 +129,16 @@ def _schedule(args: argparse.Namespace) -> int:
 
     args.project.require_dvc()
     load_params(Path(params_path(args)))  # a bad params file fails now, not at the first run
+    if args.stages:
+        from tasks.retraining import stages_for
+
+        stages_for(args.stages)
     if args.interval is not None and args.interval <= 0:
         raise ValueError(f"--interval {args.interval}: expected a number of seconds > 0")
     _check_cron(args.cron)
     info: dict[str, Any] = {"deployment": f"segen-retrain/{args.name}", "cron": args.cron,
-                            "interval": args.interval, "started_server": False}
+                            "interval": args.interval, "stages": args.stages,
+                            "started_server": False}
     api = os.environ.get("PREFECT_API_URL")
     if api:
         if not prefect_server.is_healthy(api):
@@ -153,7 +176,8 @@ def _serve(args: argparse.Namespace, info: dict[str, Any]) -> None:
     schedule = {"cron": args.cron} if args.cron else {"interval": args.interval}
     retrain.serve(
         name=args.name, **schedule, limit=1,  # one run at a time: runs share data/ and the store
-        parameters={"project_dir": str(args.project.root), "params_path": params_path(args)},
+        parameters={"project_dir": str(args.project.root), "params_path": params_path(args),
+                    "targets": args.stages},
         description="segen retraining: version the data, rerun what changed, gate and promote",
         print_starting_message=not args.json,
         entrypoint_type=EntrypointType.MODULE_PATH)  # importable wherever the runner starts

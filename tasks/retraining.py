@@ -26,39 +26,69 @@ from tasks.version_data import recorded_version
 _FLOW_SOURCES = ("flows.pipeline", "flows.retrain", "tasks.retraining", "tasks.stage_log")
 
 
-def fingerprint(project: Project, params_path: str) -> str | None:
+def stages_for(targets: list[str]) -> list[str]:
+    """targets and every stage they depend on, in the graph's order."""
+    if unknown := [t for t in targets if t not in STAGES]:
+        raise ValueError(f"unknown stage(s) {unknown}; expected names from {list(STAGES)}")
+    needed, todo = set(), list(targets)
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo.extend(STAGES[name].upstream)
+    return [name for name in STAGES if name in needed]
+
+
+def fingerprint(project: Project, params_path: str, targets: list[str] | None) -> str | None:
     """Hash of what decides a retraining run: data/ content and its recorded DVC version, the
-    params file and every stage's source. None while data/ is absent (the run makes it)."""
+    params file, the stages asked for and every stage's source. None while data/ is absent
+    (the run makes it)."""
     if not project.data.is_dir():
         return None
     sources = sorted({m for s in STAGES.values() for m in s.sources} | set(_FLOW_SOURCES))
     return hash_json({"data": hash_tree(project.data), "recorded": recorded_version(project),
-                      "params": hash_file(Path(params_path)), "sources": hash_sources(sources)})
+                      "params": hash_file(Path(params_path)), "sources": hash_sources(sources),
+                      "targets": targets})
 
 
 def _last_path(project: Project) -> Path:
     return project.state / "retrain" / "last-success.json"
 
 
-def unchanged_since_last_success(project: Project, params_path: str) -> bool:
+def unchanged_since_last_success(project: Project, params_path: str,
+                                 targets: list[str] | None) -> bool:
     """True when the last completed retraining run saw exactly this data, code and params."""
-    path, mark = _last_path(project), fingerprint(project, params_path)
+    path, mark = _last_path(project), fingerprint(project, params_path, targets)
     return mark is not None and path.is_file() and json.loads(path.read_text()).get(
         "fingerprint") == mark
 
 
-def record_success(project: Project, params_path: str, report: dict[str, Any]) -> None:
+def record_success(project: Project, params_path: str, targets: list[str] | None,
+                   report: dict[str, Any]) -> None:
     """Remember this run's fingerprint (after it: version_data may have rewritten data.dvc)."""
     runs = project.state / "retrain" / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=1, default=str) + "\n"
     write_atomic(runs / f"{report['flow_run_id']}.json", text)
     write_atomic(_last_path(project), json.dumps(
-        {"fingerprint": fingerprint(project, params_path), "report": report}, default=str))
+        {"fingerprint": fingerprint(project, params_path, targets), "report": report}, default=str))
 
 
-class DivergedModelError(RuntimeError):
+class RetrainFailed(RuntimeError):
+    """A stage of the retraining run failed; nothing was promoted."""
+
+
+class DivergedModelError(RetrainFailed):
     """A newly registered model scored NaN/inf: it must not be gated, let alone promoted."""
+
+
+def check_stages(summary: dict[str, Any]) -> None:
+    """Raise when a stage failed (the pipeline records a failed model stage and goes on)."""
+    failed = [f"{s['name']}: {s.get('reason', 'failed')}" for s in summary["stages"]
+              if s["status"] == "failed"]
+    if failed:
+        raise RetrainFailed(f"{len(failed)} stage(s) failed, so nothing was promoted (the "
+                            "champions are unchanged): " + "; ".join(failed))
 
 
 def new_versions(project: Project, stages: list[dict[str, str]]) -> list[dict[str, Any]]:
@@ -119,12 +149,26 @@ def promote_new(project: Project, params_path: str, stages: list[dict[str, str]]
     return decisions
 
 
+def retrain_report(data_before: str | None, summary: dict[str, Any],
+                   decisions: list[dict[str, Any]]) -> dict[str, Any]:
+    """What this retraining run changed, for the CLI, the logs and .segen/retrain/."""
+    by_status: dict[str, list[str]] = {"ran": [], "cached": [], "skipped": []}
+    for entry in summary["stages"]:
+        by_status.setdefault(entry["status"], []).append(entry["name"])
+    return {"data_version_before": data_before, "data_version_after": summary["data_version"],
+            "data_changed": data_before != summary["data_version"],
+            "stages_ran": by_status["ran"], "stages_cached": by_status["cached"],
+            "stages_skipped": by_status["skipped"], "promotions": decisions,
+            "models": [{k: m[k] for k in ("name", "version", "champion")}
+                       for m in summary["models"]]}
+
+
 def skipped_report(data_version: str | None) -> dict[str, Any]:
     """The report of a run that found nothing changed since the last completed one."""
     return {"data_version_before": data_version, "data_version_after": data_version,
             "data_changed": False, "skipped": "data, code and params unchanged since the last "
             "completed retraining run", "stages_ran": [], "stages_cached": [],
-            "promotions": [], "models": []}
+            "stages_skipped": [], "promotions": [], "models": []}
 
 
 def format_report(report: dict[str, Any]) -> str:
