@@ -1,0 +1,243 @@
+"""Promotion: the bootstrap gate on hand-made scores, then real pipeline-trained versions
+judged against a real `mlflow server` on 127.0.0.1: a worse challenger rejected, a better
+one promoted, a forced promotion, a rollback, the history read back in order after a
+server restart, and two concurrent `segen promote` processes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from segen.promotion.bootstrap import clears_margin, paired_bootstrap
+from segen.promotion.history import champion_stack
+from conftest import init_project, segen_cli, write_params
+from servers import free_port, mlflow_server
+
+UNET, KMEANS = "test-unet", "test-kmeans"
+# Stages that make a U-Net and a K-means version (the rest of the pipeline is not needed).
+_STAGES = ("version_data", "validate", "preprocess", "train_unet", "evaluate_unet",
+           "register_unet", "train_kmeans", "evaluate_kmeans", "register_kmeans")
+_MEDIUM = {"epochs": 4, "base_width": 4}
+_WORSE = {"epochs": 1, "base_width": 2}
+_BETTER = {"epochs": 25, "base_width": 8}
+
+
+def _boot(a, b, **kw):
+    return paired_bootstrap(np.asarray(a), np.asarray(b), samples=kw.get("samples", 500),
+                            confidence=0.95, seed=0)
+
+
+def test_identical_models_are_not_clearly_better():
+    scores = np.random.default_rng(1).uniform(0.3, 0.9, size=50)
+    result = _boot(scores, scores)
+    assert result["ci_low"] <= 0.0 <= result["ci_high"]
+    assert not clears_margin(result["ci_low"], result["ci_high"], 0.0, True)
+    assert not clears_margin(result["ci_low"], result["ci_high"], 0.0, False)
+
+
+def test_constant_difference_gives_a_point_interval():
+    champion = np.random.default_rng(2).uniform(0.1, 0.7, size=30)
+    result = _boot(champion + 0.2, champion)
+    assert result["difference"] == pytest.approx(0.2)
+    assert (result["ci_low"], result["ci_high"]) == (pytest.approx(0.2), pytest.approx(0.2))
+    assert clears_margin(result["ci_low"], result["ci_high"], 0.1, True)
+    assert not clears_margin(result["ci_low"], result["ci_high"], 0.25, True)
+    # lower is better (FID): a +0.2 difference is worse, -0.2 clears a 0.1 margin
+    assert not clears_margin(0.2, 0.2, 0.1, False) and clears_margin(-0.2, -0.2, 0.1, False)
+
+
+def test_bootstrap_is_paired_seeded_and_skips_undefined_images():
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0, 1, size=40)  # large between-image spread, small paired gain
+    challenger = base + 0.05 + rng.normal(0, 0.01, size=40)
+    first, again = _boot(challenger, base), _boot(challenger, base)
+    assert first == again and first["ci_low"] > 0.03  # pairing cancels the spread
+    challenger[0] = np.nan
+    assert _boot(challenger, base)["n_images"] == 39
+    with pytest.raises(ValueError, match="no test image"):
+        _boot([np.nan], [0.5])
+
+
+def test_champion_stack_replays_promotions_and_rollbacks():
+    def event(action, previous, new):
+        return {"alias": "champion", "action": action, "previous": previous, "new": new}
+    events = [event("promote", 1, 1), event("promote", 1, 3), event("promote", 3, 2),
+              event("rollback", 2, 3)]
+    assert champion_stack(events, "champion") == [1, 3]
+    assert champion_stack(events + [event("rollback", 3, 1)], "champion") == [1]
+
+
+class _Server:
+    """An mlflow server on a fixed port that a test can stop and start on the same store."""
+
+    def __init__(self, root: Path):
+        self.root, self.port, self.stack, self.uri = root, free_port(), ExitStack(), ""
+
+    def start(self) -> None:
+        self.uri = self.stack.enter_context(mlflow_server(self.root, self.port))
+
+    def stop(self) -> None:
+        self.stack.close()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, prefect_harness):
+    """A project with U-Net versions 1 (medium), 2 (worse), 3 (better) and K-means
+    versions 1 and 2, registered on a real mlflow server."""
+    from flows.pipeline import single_stage
+
+    root = tmp_path_factory.mktemp("promotion")
+    server = _Server(root / "mlflow")
+    server.start()
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = server.uri
+    project = init_project(root / "proj", {
+        "dataset": {"n_images": 60}, "unet": _MEDIUM,
+        "promote": {"bootstrap_samples": 1000}})
+
+    def stages(names=_STAGES):
+        for name in names:
+            single_stage(str(project), str(project / "params.yaml"), name)
+
+    stages()
+    write_params(project, {"unet": _WORSE, "kmeans": {"n_clusters": 2}})
+    stages(("train_unet", "evaluate_unet", "register_unet", "train_kmeans",
+            "evaluate_kmeans", "register_kmeans"))
+    write_params(project, {"unet": _BETTER})
+    stages(("train_unet", "evaluate_unet", "register_unet"))
+    try:
+        yield project, server
+    finally:
+        server.stop()
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+def _cli(project: Path, *args: str) -> tuple[int, dict]:
+    proc = segen_cli(*args, "--json", cwd=project)
+    assert proc.returncode in (0, 3), proc.stderr[-3000:]
+    return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _champion(uri: str, name: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri, uri).get_registered_model(name).aliases["champion"]
+
+
+@pytest.mark.slow
+def test_gate_force_rollback_and_history_over_a_server(registry):
+    project, server = registry
+    assert _champion(server.uri, UNET) == "1"  # claimed by the first registration
+
+    code, worse = _cli(project, "promote", UNET, "--version", "2")
+    assert (code, worse["decision"], worse["champion"]) == (3, "rejected", 1)
+    report = worse["report"]
+    assert report["family"] == "segmentation" and report["metric"] == "mean_iou"
+    assert report["n_images"] == 12 and report["ci_high"] <= report["margin"]
+    assert report["challenger"]["metrics"]["mean_iou"] < report["champion"]["metrics"]["mean_iou"]
+    assert "not clearly better" in worse["reason"]
+    assert report["test_data_version"] == report["challenger"]["data_version"]
+
+    from segen.config import load_params
+    from segen.project import Project
+    from segen.promotion import alias_history, promote, rollback
+
+    params = load_params(project / "params.yaml")
+    better = promote(Project.at(project), params, UNET)  # the latest version: 3
+    assert (better["version"], better["decision"], better["previous"]) == (3, "promoted", 1)
+    assert better["report"]["ci_low"] > better["report"]["margin"]
+    assert _champion(server.uri, UNET) == "3"
+    _check_report_attached(server.uri, better)
+
+    proc = segen_cli("promote", UNET, "--version", "2", "--force", cwd=project)
+    assert proc.returncode == 2 and "--reason" in proc.stderr
+    code, forced = _cli(project, "promote", UNET, "--version", "2", "--force", "--reason",
+                        "demo for the customer")
+    assert (code, forced["decision"], _champion(server.uri, UNET)) == (0, "forced", "2")
+    code, back = _cli(project, "rollback", UNET, "--reason", "v2 is worse")
+    assert (code, back["champion"], _champion(server.uri, UNET)) == (0, 3, "3")
+
+    expected = [("rejected", 1, 1, 2), ("promoted", 1, 3, 3), ("forced", 3, 2, 2),
+                ("rollback", 2, 3, 3)]
+    server.stop()
+    server.start()  # same store, same port: the history lives in the registry
+    _, history = _cli(project, "history", UNET)
+    assert [(e["decision"], e["previous"], e["new"], e["candidate"])
+            for e in history["events"]] == expected
+    assert [e["seq"] for e in history["events"]] == [1, 2, 3, 4]
+    events = history["events"]
+    assert events[2]["reason"] == "demo for the customer" and events[3]["reason"] == "v2 is worse"
+    assert all(e["user"] and e["time"].endswith("+00:00") for e in events)
+    assert events[1]["report"].startswith("runs:/")
+    assert alias_history(Project.at(project), params, UNET) == events
+    text = segen_cli("history", UNET, cwd=project).stdout
+    assert "v1->v3" in text and "demo for the customer" in text
+
+    again = rollback(Project.at(project), params, UNET, reason="back to the first")
+    assert (again["previous"], again["champion"]) == (3, 1)
+
+
+def _check_report_attached(uri: str, result: dict) -> None:
+    from mlflow.tracking import MlflowClient
+
+    registry = MlflowClient(uri, uri)
+    version = registry.get_model_version(UNET, "3")
+    assert version.tags["segen.gate.decision"] == "promoted"
+    run_id = version.run_id
+    listed = [a.path for a in registry.list_artifacts(run_id, "promotion")]
+    assert any(p.endswith("-promoted.json") for p in listed)
+    text = [p for p in listed if p.endswith(".txt")][0]
+    local = registry.download_artifacts(run_id, text)
+    table = Path(local).read_text()
+    assert "challenger v3" in table and "champion v1" in table and "interval" in table
+    assert result["report_uri"].startswith(f"runs:/{run_id}/promotion/")
+
+
+@pytest.mark.slow
+def test_clustering_gate_and_first_champion(registry):
+    from mlflow.tracking import MlflowClient
+
+    from segen.config import load_params
+    from segen.project import Project
+    from segen.promotion import promote
+
+    project, server = registry
+    params = load_params(project / "params.yaml")
+    MlflowClient(server.uri, server.uri).delete_registered_model_alias(KMEANS, "champion")
+    first = promote(Project.at(project), params, KMEANS, 1)
+    assert (first["decision"], first["champion"]) == ("first", 1)
+    second = promote(Project.at(project), params, KMEANS, 2)
+    report = second["report"]
+    assert report["family"] == "clustering" and report["metric"] == "ari"
+    assert set(report["challenger"]["metrics"]) == {"ari", "silhouette"}
+    assert second["decision"] in ("promoted", "rejected")
+
+
+@pytest.mark.slow
+def test_concurrent_promotions_record_one_move(registry):
+    project, server = registry
+    code, _ = _cli(project, "promote", UNET, "--version", "1", "--force", "--reason", "reset")
+    assert code == 0 and _champion(server.uri, UNET) == "1"
+    before = len(_cli(project, "history", UNET)[1]["events"])
+    cmd = [sys.executable, "-m", "segen.cli", "promote", UNET, "--version", "3", "--json"]
+    procs = [subprocess.Popen(cmd, cwd=project, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    decisions = sorted(json.loads(out.strip().splitlines()[-1])["decision"] for out, _ in outs)
+    assert decisions == ["already_champion", "promoted"]
+    events = _cli(project, "history", UNET)[1]["events"]
+    assert len(events) == before + 1
+    assert (events[-1]["decision"], events[-1]["previous"], events[-1]["new"]) == (
+        "promoted", 1, 3)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert _champion(server.uri, UNET) == "3"
