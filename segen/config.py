@@ -208,6 +208,40 @@ def _check_pixel_features(section: str, colour: str, position_weight: float, mod
 
 
 @dataclass(frozen=True)
+class GateParams:
+    """The promotion gate of one model family: which metric, and by how much it must win."""
+    metric: str  # segmentation: mean_iou | mean_dice; clustering: ari | silhouette; generation: fid
+    margin: float  # the confidence interval must clear this, in the metric's units
+
+    def check_as(self, key: str, metrics: tuple[str, ...]) -> None:
+        _require(self.metric in metrics, f"{key}.metric", f"one of {metrics}", self.metric)
+        _require(self.margin >= 0.0, f"{key}.margin", "a float >= 0", self.margin)
+
+
+@dataclass(frozen=True)
+class PromoteParams:
+    """segen promote: a paired bootstrap over test images must clear each family's margin."""
+    confidence: float  # of the percentile interval of the mean per-image difference
+    bootstrap_samples: int
+    seed: int
+    lock_timeout_s: float  # wait at most this long for another promotion of the same model
+    segmentation: GateParams
+    clustering: GateParams
+    generation: GateParams
+
+    def check(self) -> None:
+        _require(0.5 <= self.confidence < 1.0, "promote.confidence", "a float in [0.5, 1)",
+                 self.confidence)
+        _require(self.bootstrap_samples >= 100, "promote.bootstrap_samples", "an int >= 100",
+                 self.bootstrap_samples)
+        _require(self.lock_timeout_s > 0, "promote.lock_timeout_s", "a float > 0",
+                 self.lock_timeout_s)
+        self.segmentation.check_as("promote.segmentation", ("mean_iou", "mean_dice"))
+        self.clustering.check_as("promote.clustering", ("ari", "silhouette"))
+        self.generation.check_as("promote.generation", ("fid",))
+
+
+@dataclass(frozen=True)
 class MlflowParams:
     """Where runs and models are tracked (MLFLOW_TRACKING_URI overrides tracking_uri)."""
     tracking_uri: str | None  # None: embedded SQLite store under .segen/
@@ -233,6 +267,7 @@ class Params:
     cluster_evaluate: ClusterEvaluateParams
     register_kmeans: RegisterKMeansParams
     register_dbscan: RegisterDBSCANParams
+    promote: PromoteParams
 
 
 def load_params(path: Path) -> Params:
