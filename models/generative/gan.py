@@ -35,7 +35,7 @@ class MLPGenerator(nn.Module):
 
     def __init__(self, spec: GenSpec, *, in_dim: int) -> None:
         super().__init__()
-        hidden = 16 * spec.width
+        hidden = 8 * spec.width
         self.shape = (spec.channels, spec.image_size, spec.image_size)
         self.net = nn.Sequential(
             nn.Linear(in_dim, hidden), nn.ReLU(inplace=True),
@@ -54,7 +54,7 @@ class MLPDiscriminator(nn.Module):
 
     def __init__(self, spec: GenSpec, *, n_cond: int) -> None:
         super().__init__()
-        hidden = 16 * spec.width
+        hidden = 8 * spec.width
         self.net = nn.Sequential(
             nn.Linear(spec.channels * spec.image_size**2 + n_cond, 2 * hidden),
             nn.LeakyReLU(0.2, inplace=True),
