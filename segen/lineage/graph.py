@@ -40,9 +40,8 @@ class Graph:
         self.nodes.setdefault(node.id, node)
 
     def size(self) -> tuple[float, float]:
-        rows = max((sum(n.kind == k for n in self.nodes.values()) for k in COLUMNS), default=0)
-        return (len(COLUMNS) * (_BOX_W + _COL_GAP) - _COL_GAP + 40,
-                _TOP + max(rows, 1) * (_BOX_H + _ROW_GAP) + 20)
+        bottom = max((n.y + _BOX_H for n in self.nodes.values()), default=_TOP)
+        return len(COLUMNS) * (_BOX_W + _COL_GAP) - _COL_GAP + 40, bottom + 30
 
 
 def build_graph(project: Project) -> Graph:
@@ -53,11 +52,15 @@ def build_graph(project: Project) -> Graph:
     runs = [run_record(r) for r in registry.runs() if DATA_TAG in r.data.tags]
     for run in runs:
         _add_data(graph, run["data_version"], [])
+        status = "" if run["status"] == "FINISHED" else f"  {run['status']}"
         graph.add(Node(f"run:{run['run_id']}", "run", (
-            run["run_name"] or run["stage"] or "run", f"{run['run_id'][:12]}  {run['started']}"),
+            run["run_name"] or run["stage"] or "run",
+            f"{run['run_id'][:10]}  {(run['started'] or '')[:16]}{status}"),
             f"run {run['run_id']} stage {run['stage']} status {run['status']}"))
         graph.edges.append((f"data:{run['data_version']}", f"run:{run['run_id']}"))
-    for mv in registry.model_versions():
+    row = {r["run_id"]: i for i, r in enumerate(runs)}  # versions in their runs' order
+    for mv in sorted(registry.model_versions(), key=lambda v: (
+            row.get(v.run_id, len(row)), v.name, int(v.version))):
         record = registry.version_record(mv)
         node = Node(f"model:{mv.name}/{mv.version}", "model", (
             f"{mv.name} v{mv.version}", " ".join(f"@{a}" for a in record["aliases"])
@@ -74,18 +77,31 @@ def build_graph(project: Project) -> Graph:
 
 
 def _add_data(graph: Graph, version: str, named_by: list[str]) -> None:
-    where = ", ".join(n for n in named_by if not n.startswith("registry")) or "not in git"
+    where = ", ".join(n.replace("data.dvc (working tree)", "working tree") for n in named_by
+                      if not n.startswith("registry")) or "not in git"
     graph.add(Node(f"data:{version}", "data", (f"data {version[:12]}", where),
                    f"data version {version}; " + "; ".join(named_by)))
 
 
 def _layout(graph: Graph) -> None:
-    rows = dict.fromkeys(COLUMNS, 0)
-    for node in graph.nodes.values():  # insertion order: data oldest first, runs by time
-        column = COLUMNS.index(node.kind)
-        node.x = 20 + column * (_BOX_W + _COL_GAP)
-        node.y = _TOP + rows[node.kind] * (_BOX_H + _ROW_GAP)
-        rows[node.kind] += 1
+    """Runs one per row in time order; a data version level with its first run, a model
+    version level with its run (pushed down when the row is taken), so arrows stay short."""
+    runs = [n.id for n in graph.nodes.values() if n.kind == "run"]
+    want = {node_id: i for i, node_id in enumerate(runs)}
+    for source, target in graph.edges:
+        if graph.nodes[source].kind == "data" and target in want:
+            want[source] = min(want.get(source, want[target]), want[target])
+    for source, target in graph.edges:
+        if graph.nodes[target].kind == "model":
+            want[target] = want.get(source, len(runs))
+    for column, kind in enumerate(COLUMNS):
+        free = 0
+        for node in sorted((n for n in graph.nodes.values() if n.kind == kind),
+                           key=lambda n: want.get(n.id, len(runs))):  # stable: keeps order
+            row = max(want.get(node.id, free), free)
+            node.x = 20 + column * (_BOX_W + _COL_GAP)
+            node.y = _TOP + row * (_BOX_H + _ROW_GAP)
+            free = row + 1
 
 
 def _fill(node: Node) -> str:

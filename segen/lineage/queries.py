@@ -132,13 +132,23 @@ def _run_params(registry: Registry, run: Any) -> dict[str, Any]:
             return dict(run.data.params)
 
 
+def _run_or_none(registry: Registry, run_id: str | None) -> Any:
+    """The run a version came from; None when it was deleted (the version's tags remain)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return registry.client.get_run(run_id) if run_id else None
+    except MlflowException:
+        return None
+
+
 def model_lineage(project: Project, spec: str) -> dict[str, Any]:
     """What made one model version: data (and the commits recording it), code, params, run,
     upstream stage keys, and the generator of synthetic training data."""
     registry = Registry()
     mv = find_version(registry, spec)
     tags = mv.tags or {}
-    run = registry.client.get_run(mv.run_id) if mv.run_id else None
+    run = _run_or_none(registry, mv.run_id)
     data_version = tags.get(DATA_TAG) or (run and run.data.tags.get(DATA_TAG))
     generator = tags.get(GENERATOR_TAG) or (run and run.data.tags.get(GENERATOR_TAG))
     return {
