@@ -86,9 +86,22 @@ def project(history):
 
 
 def _cli_json(root: Path, *args: str) -> dict[str, Any]:
+    """`segen lineage ARGS --json` in a process of its own."""
     result = segen_cli("lineage", *args, "--json", cwd=root)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def _main_json(root: Path, capsys, *args: str) -> dict[str, Any]:
+    """The same through segen.cli.main in this process (no second mlflow import)."""
+    from segen.cli import main
+
+    capsys.readouterr()
+    code = main(["--project", str(root), "lineage", *args, "--params",
+                 str(root / "params.yaml"), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return json.loads(captured.out.strip().splitlines()[-1])
 
 
 def _versions(records: list[dict[str, Any]]) -> set[tuple[str, int]]:
@@ -134,17 +147,24 @@ def test_lineage_model_alias_latest_and_other_families(project, history) -> None
     kmeans = model_lineage(project, "test-kmeans/1")  # generic over registered families
     assert kmeans["data_version"] == history["v1"]["data_version"]
     assert "train_kmeans" in kmeans["upstream_keys"] and "kmeans" in kmeans["params"]
-    registry = client()  # a model trained on synthetic pairs names their generator
+    # a model trained on synthetic pairs names their generator: on the version, or on the
+    # training run (as train_unet_synthetic tags it)
+    registry = client()
     registry.set_model_version_tag("test-kmeans", "1", "segen.synthetic_generator", "gen/3")
+    train_run = registry.get_run(model_lineage(project, "test-unet/1")["run"]["run_id"]
+                                 ).data.params["train_run_id"]
+    registry.set_tag(train_run, "segen.synthetic.generator", "segen-pix2pix/2")
     try:
         assert model_lineage(project, "test-kmeans/1")["synthetic_generator"] == "gen/3"
+        assert model_lineage(project, "test-unet/1")["synthetic_generator"] == "segen-pix2pix/2"
     finally:
         registry.delete_model_version_tag("test-kmeans", "1", "segen.synthetic_generator")
+        registry.delete_tag(train_run, "segen.synthetic.generator")
     with pytest.raises(ValueError, match="registered models: test-kmeans, test-unet"):
         model_lineage(project, "no-such-model")
 
 
-def test_lineage_data(project, history) -> None:
+def test_lineage_data(project, history, capsys) -> None:
     from segen.lineage.queries import data_lineage
 
     v1 = history["v1"]["data_version"]
@@ -155,7 +175,7 @@ def test_lineage_data(project, history) -> None:
                                                     "register_kmeans"}
     assert {v["run_id"] for v in report["model_versions"]} <= {r["run_id"]
                                                                for r in report["runs"]}
-    by_git = _cli_json(history["root"], "data", "HEAD~0")
+    by_git = _main_json(history["root"], capsys, "data", "HEAD~0")
     assert by_git["data_version"] == history["v2"]["data_version"]
     assert by_git["resolved_from"] == history["rev2"]
     assert _versions(by_git["model_versions"]) == _registered(history["v2"])
@@ -165,8 +185,10 @@ def test_lineage_data(project, history) -> None:
     tagged = {r.info.run_id for r in Registry().runs() if DATA_TAG in r.data.tags}
     ids1, ids2 = ({r["run_id"] for r in x["runs"]} for x in (report, by_git))
     assert not ids1 & ids2 and ids1 | ids2 == tagged
-    bad = segen_cli("lineage", "data", "no-such-rev", cwd=history["root"])
-    assert bad.returncode == 2 and "neither a data version" in bad.stderr
+    from segen.cli import main
+
+    bad = ["--project", str(history["root"]), "lineage", "data", "no-such-rev"]
+    assert main(bad) == 2 and "neither a data version" in capsys.readouterr().err
 
 
 def test_lineage_file(project, history, tmp_path) -> None:
@@ -206,12 +228,12 @@ def test_lineage_file(project, history, tmp_path) -> None:
             shutil.move(tmp_path / "pushed.dir", pushed)
 
 
-def test_lineage_graph(history, tmp_path) -> None:
+def test_lineage_graph(history, tmp_path, capsys) -> None:
     from PIL import Image
 
     root = history["root"]
     page = tmp_path / "lineage.html"
-    report = _cli_json(root, "graph", "--out", str(page))
+    report = _main_json(root, capsys, "graph", "--out", str(page))
     text = page.read_text()
     assert "<svg" in text and "<script" not in text and "http://" not in text.replace(
         'xmlns="http://www.w3.org/2000/svg"', "")
@@ -237,20 +259,23 @@ def test_lineage_graph(history, tmp_path) -> None:
         write_graph(project, tmp_path / "lineage.svg")
 
 
-def test_lineage_against_mlflow_server(history, tmp_path) -> None:
+def test_lineage_against_mlflow_server(history, tmp_path, capsys) -> None:
     """The same queries over HTTP: a copy of the project re-registers into a real server."""
     from servers import mlflow_server
 
     root = tmp_path / "proj"
-    shutil.copytree(history["root"], root, symlinks=True)
+    # without Prefect's cache records (they name the original's absolute paths): the
+    # stage store still serves every stage but the registrations, which the server lacks
+    shutil.copytree(history["root"], root, symlinks=True,
+                    ignore=shutil.ignore_patterns("prefect-cache"))
     with mlflow_server(tmp_path / "mlflow") as uri:
         os.environ["MLFLOW_TRACKING_URI"] = uri
         summary = _run_stages(root)  # only the registrations rerun
         assert summary["data_version"] == history["v2"]["data_version"]
-        model = _cli_json(root, "model", "test-unet@champion")
+        model = _main_json(root, capsys, "model", "test-unet@champion")
         assert model["data_version"] == history["v2"]["data_version"]
         assert [r["rev"] for r in model["data_revisions"]] == [history["rev2"]]
         assert model["params"]["unet"]["epochs"] == 2
-        data = _cli_json(root, "data", "HEAD")
+        data = _main_json(root, capsys, "data", "HEAD")
         assert _versions(data["model_versions"]) == _registered(summary)
         assert "register_unet" in {r["stage"] for r in data["runs"]}

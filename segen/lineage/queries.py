@@ -23,7 +23,9 @@ from segen.tracking import client
 
 DATA_TAG = "segen.data_version"
 KEY_PREFIX = "segen.key."
-GENERATOR_TAG = "segen.synthetic_generator"  # "name/version" of the generator of the data
+# "name/version" of the generator that made synthetic training pairs: on a registered
+# version, or on its training run (tasks/train_unet_synthetic.py writes the second name).
+GENERATOR_TAGS = ("segen.synthetic_generator", "segen.synthetic.generator")
 
 
 def _pages(fetch: Callable[[str | None], Any]) -> list[Any]:
@@ -75,7 +77,11 @@ class Registry:
         return {"name": mv.name, "version": int(mv.version),
                 "aliases": self.aliases(mv.name, mv.version), "run_id": mv.run_id,
                 "data_version": tags.get(DATA_TAG), "created": _when(mv.creation_timestamp),
-                "synthetic_generator": tags.get(GENERATOR_TAG)}
+                "synthetic_generator": generator_of(tags)}
+
+
+def generator_of(tags: dict[str, str]) -> str | None:
+    return next((tags[t] for t in GENERATOR_TAGS if tags.get(t)), None)
 
 
 def run_record(run: Any) -> dict[str, Any]:
@@ -83,7 +89,7 @@ def run_record(run: Any) -> dict[str, Any]:
     return {"run_id": run.info.run_id, "run_name": run.info.run_name,
             "stage": tags.get("segen.stage"), "experiment_id": run.info.experiment_id,
             "status": run.info.status, "started": _when(run.info.start_time),
-            "data_version": tags.get(DATA_TAG)}
+            "data_version": tags.get(DATA_TAG), "synthetic_generator": generator_of(tags)}
 
 
 def _quote(value: str) -> str:
@@ -142,6 +148,12 @@ def _run_or_none(registry: Registry, run_id: str | None) -> Any:
         return None
 
 
+def _run_generator(registry: Registry, run: Any) -> str | None:
+    """The generator named by the registration run or by the training run it logged."""
+    train = _run_or_none(registry, run.data.params.get("train_run_id"))
+    return generator_of(run.data.tags) or (train and generator_of(train.data.tags))
+
+
 def model_lineage(project: Project, spec: str) -> dict[str, Any]:
     """What made one model version: data (and the commits recording it), code, params, run,
     upstream stage keys, and the generator of synthetic training data."""
@@ -150,7 +162,7 @@ def model_lineage(project: Project, spec: str) -> dict[str, Any]:
     tags = mv.tags or {}
     run = _run_or_none(registry, mv.run_id)
     data_version = tags.get(DATA_TAG) or (run and run.data.tags.get(DATA_TAG))
-    generator = tags.get(GENERATOR_TAG) or (run and run.data.tags.get(GENERATOR_TAG))
+    generator = generator_of(tags) or (run and _run_generator(registry, run))
     return {
         "model": registry.version_record(mv) | {"source": mv.source},
         "data_version": data_version,
