@@ -111,7 +111,8 @@ def train_step(
     with frozen(nets.d_a), frozen(nets.d_b):
         adv = (weighted_mean(lsgan_per_sample(nets.d_b(ab), 1.0), w_a)
                + weighted_mean(lsgan_per_sample(nets.d_a(ba), 1.0), w_b))
-    cycle = weighted_mean(l1_per_sample(rec_a, x), w_a) + weighted_mean(l1_per_sample(rec_b, x), w_b)
+    cycle = (weighted_mean(l1_per_sample(rec_a, x), w_a)
+             + weighted_mean(l1_per_sample(rec_b, x), w_b))
     identity = weighted_mean(l1_per_sample(ab, x), w_b) + weighted_mean(l1_per_sample(ba, x), w_a)
     g_loss = (adv + float(weights["cycle_weight"]) * cycle
               + float(weights["identity_weight"]) * identity)

@@ -31,7 +31,8 @@ def g_loss_minimax(fake_logits: Tensor) -> Tensor:
 
 
 def critic_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
-    """WGAN critic loss E[f(G(z))] - E[f(x)] (Arjovsky et al. 2017; Gulrajani et al. 2017, Alg. 1)."""
+    """WGAN critic loss E[f(G(z))] - E[f(x)], to minimise (Arjovsky et al. 2017;
+    Gulrajani et al. 2017, Alg. 1)."""
     return fake_scores.mean() - real_scores.mean()
 
 
