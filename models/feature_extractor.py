@@ -13,8 +13,10 @@ MIN_SIDE = 4  # downsample until the feature map is about 4x4
 
 
 def _block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    # GroupNorm, not BatchNorm: features never depend on the batch or on running statistics
+    # that lag behind a short training run, so the pinned feature space is the same in any mode.
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
-                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+                         nn.GroupNorm(1, c_out), nn.ReLU(inplace=True))
 
 
 class FeatureClassifier(nn.Module):
@@ -54,8 +56,7 @@ class FeatureClassifier(nn.Module):
 
 @torch.no_grad()
 def extract_features(extractor: FeatureClassifier, images: Tensor, batch_size: int) -> Tensor:
-    """(N, C, H, W) -> (N, feature_dim) float32 on the CPU, in eval mode (BatchNorm uses its
-    running statistics, so a sample's features never depend on its batch)."""
+    """(N, C, H, W) -> (N, feature_dim) float32 on the CPU, in eval mode, without gradients."""
     was_training = extractor.training
     extractor.eval()
     device = next(extractor.parameters()).device

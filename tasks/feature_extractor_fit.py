@@ -63,8 +63,6 @@ def _train_epoch(model: FeatureClassifier, optimiser: torch.optim.Optimizer, x: 
     model.train()
     total = torch.zeros((), device=device)
     for idx in batch_indices(len(x), batch_size, generator):
-        if len(idx) < 2:
-            continue  # BatchNorm cannot normalise a batch of one
         loss = F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
