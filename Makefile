@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade uv
-	$(VENV)/bin/uv pip install --python $(VENV)/bin/python -e '.[test]'
+	$(VENV)/bin/uv pip install --compile-bytecode --python $(VENV)/bin/python -e '.[test]'
 	touch $(STAMP)
 
 run: $(STAMP)
