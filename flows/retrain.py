@@ -19,11 +19,11 @@ from segen.data_lock import data_lock
 from segen.project import Project
 from segen.summary import summarise
 from segen.tracking import configure_tracking
-from tasks.retraining import (check_stages, format_report, promote_new, record_success,
-                              retrain_report, skipped_report, stages_for,
+from tasks.retraining import (check_stages, format_report, last_data_version, promote_new,
+                              record_success, retrain_report, skipped_report, stages_for,
                               unchanged_since_last_success)
 from tasks.stage_log import StageLog
-from tasks.version_data import ensure_data, recorded_version
+from tasks.version_data import ensure_data
 
 
 @flow(name="segen-retrain", log_prints=True)
@@ -35,7 +35,7 @@ def retrain(project_dir: str, params_path: str, targets: list[str] | None = None
     """
     project = Project.at(project_dir)
     with data_lock(project, "segen-retrain"):  # `segen data add` waits for this run
-        before = recorded_version(project)
+        before = last_data_version(project)
         if skip_unchanged and unchanged_since_last_success(project, params_path, targets):
             report = skipped_report(before)
         else:

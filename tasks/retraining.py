@@ -63,6 +63,15 @@ def unchanged_since_last_success(project: Project, params_path: str,
         "fingerprint") == mark
 
 
+def last_data_version(project: Project) -> str | None:
+    """The data version the last completed retraining run ended on (else data.dvc's now):
+    `segen data add` records its version in data.dvc before the run that trains on it."""
+    path = _last_path(project)
+    if path.is_file():
+        return json.loads(path.read_text())["report"]["data_version_after"]
+    return recorded_version(project)
+
+
 def record_success(project: Project, params_path: str, targets: list[str] | None,
                    report: dict[str, Any]) -> None:
     """Remember this run's fingerprint (after it: version_data may have rewritten data.dvc)."""
@@ -70,8 +79,9 @@ def record_success(project: Project, params_path: str, targets: list[str] | None
     runs.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=1, default=str) + "\n"
     write_atomic(runs / f"{report['flow_run_id']}.json", text)
-    write_atomic(_last_path(project), json.dumps(
-        {"fingerprint": fingerprint(project, params_path, targets), "report": report}, default=str))
+    mark = fingerprint(project, params_path, targets)
+    write_atomic(_last_path(project), json.dumps({"fingerprint": mark, "report": report},
+                                                 default=str))
 
 
 class RetrainFailed(RuntimeError):
