@@ -182,3 +182,35 @@ def test_schedule_rejects_bad_arguments(tmp_path: Path) -> None:
                           cwd=project)
     assert bad_stage.returncode == 2 and "train_nothing" in bad_stage.stderr
     assert not (project / ".segen" / "prefect-server.json").exists()
+
+
+def test_retraining_steps_refuse_failed_or_diverged_runs(tmp_path: Path) -> None:
+    """The checks that keep promotion away from a failed run (no servers needed)."""
+    from segen.store import StageResult, write_atomic
+    from tasks.retraining import (DivergedModelError, RetrainFailed, check_finite,
+                                  check_stages, new_versions, retrain_report, stages_for)
+
+    assert stages_for(["register_unet"]) == ["version_data", "validate", "preprocess",
+                                             "train_unet", "evaluate_unet", "register_unet"]
+    with pytest.raises(ValueError, match="train_nothing"):
+        stages_for(["train_nothing"])
+    stages = [{"name": "train_unet", "status": "ran", "key": "k1"},
+              {"name": "register_unet", "status": "ran", "key": "k2"},
+              {"name": "register_kmeans", "status": "cached", "key": "k3"}]
+    with pytest.raises(RetrainFailed, match="train_gan: RuntimeError: loss is nan"):
+        check_stages({"stages": stages + [{"name": "train_gan", "status": "failed", "key": "",
+                                           "reason": "RuntimeError: loss is nan"}]})
+    check_stages({"stages": stages})
+    project = Project.at(tmp_path)
+    for name, version in (("register_unet", 3), ("register_kmeans", 2)):
+        write_atomic(project.pointer(name), StageResult(name, "k", "d", "p", {
+            "model_name": f"m-{name}", "version": version,
+            "metrics": {"mean_iou": float("nan") if version == 3 else 0.5}}).to_json())
+    found = new_versions(project, stages)  # the cached register stage registered nothing
+    assert [(v["model_name"], v["version"]) for v in found] == [("m-register_unet", "3")]
+    with pytest.raises(DivergedModelError, match="m-register_unet v3 \\(mean_iou\\)"):
+        check_finite(found)
+    report = retrain_report("a.dir", {"stages": stages, "data_version": "b.dir",
+                                      "models": []}, [])
+    assert report["data_changed"] and report["stages_ran"] == ["train_unet", "register_unet"]
+    assert report["stages_cached"] == ["register_kmeans"]
