@@ -101,7 +101,7 @@ def _report(summary: dict[str, Any], as_json: bool) -> int:
     from segen.summary import format_summary
 
     print(json.dumps(summary) if as_json else format_summary(summary))
-    return 0
+    return 1 if summary.get("failed") else 0  # a model stage failed; the others ran
 
 
 def _run_flow(call: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:

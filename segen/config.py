@@ -196,6 +196,167 @@ class RegisterDBSCANParams(RegisterParams):
                  "a non-empty name", self.model_name)
 
 
+@dataclass(frozen=True)
+class DivergenceParams:
+    """When a generative training run counts as diverged (the stage then fails)."""
+    max_loss: float  # |loss| above this (or NaN/inf) after an epoch
+    collapse_std: float  # per-pixel std over a sample batch below this: a collapsed generator
+
+    def check(self) -> None:
+        _require(self.max_loss > 0, "generative.divergence.max_loss", "a float > 0",
+                 self.max_loss)
+        _require(self.collapse_std >= 0, "generative.divergence.collapse_std", "a float >= 0",
+                 self.collapse_std)
+
+
+@dataclass(frozen=True)
+class GenerativeParams:
+    """Settings shared by every generative model (train and evaluate stages)."""
+    image_size: int  # generators train at this size (resized from the preprocess arrays)
+    latent_dim: int
+    batch_size: int
+    seed: int
+    sample_grid: int  # images per sample grid
+    eval_samples: int  # generated images per evaluation
+    cyclegan_domain_column: str  # manifest column whose two values are CycleGAN's domains
+    divergence: DivergenceParams
+
+    def check(self) -> None:
+        size = self.image_size
+        _require(size >= 8 and size & (size - 1) == 0, "generative.image_size",
+                 "a power of two >= 8", size)
+        for name in ("latent_dim", "batch_size", "sample_grid"):
+            _require(getattr(self, name) >= 1, f"generative.{name}", "an int >= 1",
+                     getattr(self, name))
+        _require(self.batch_size >= 2, "generative.batch_size", "an int >= 2 (batch norm)",
+                 self.batch_size)
+        _require(self.eval_samples >= 4, "generative.eval_samples", "an int >= 4",
+                 self.eval_samples)
+        _require(bool(self.cyclegan_domain_column.strip()), "generative.cyclegan_domain_column",
+                 "a manifest.csv column name", self.cyclegan_domain_column)
+        self.divergence.check()
+
+
+@dataclass(frozen=True)
+class GeneratorParams:
+    """One generative model's training: epochs, Adam learning rate, network width."""
+    epochs: int
+    lr: float
+    width: int  # base channel count of its networks
+
+    def check(self) -> None:
+        section = SECTION_OF[type(self)]
+        _require(self.epochs >= 1, f"{section}.epochs", "an int >= 1", self.epochs)
+        _require(self.lr > 0, f"{section}.lr", "a float > 0", self.lr)
+        _require(self.width >= 1, f"{section}.width", "an int >= 1", self.width)
+        for name, value in self.weights().items():
+            _require(value >= (1 if name == "n_critic" else 0), f"{section}.{name}",
+                     "an int >= 1" if name == "n_critic" else "a float >= 0", value)
+
+    def weights(self) -> dict[str, float]:
+        """The objective's weights (everything but epochs, lr and width)."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ("epochs", "lr", "width")}
+
+
+@dataclass(frozen=True)
+class GanParams(GeneratorParams):
+    """GAN, Goodfellow et al. 2014 (non-saturating generator loss)."""
+
+
+@dataclass(frozen=True)
+class DCGanParams(GeneratorParams):
+    """DCGAN, Radford et al. 2016."""
+
+
+@dataclass(frozen=True)
+class CGanParams(GeneratorParams):
+    """Class-conditional GAN (Mirza & Osindero 2014)."""
+
+
+@dataclass(frozen=True)
+class WGanGpParams(GeneratorParams):
+    """WGAN-GP, Gulrajani et al. 2017."""
+    gp_weight: float  # lambda of the gradient penalty (10 in the paper)
+    n_critic: int  # critic steps per generator step (5 in the paper)
+
+
+@dataclass(frozen=True)
+class VaeParams(GeneratorParams):
+    """VAE, Kingma & Welling 2014; beta weighs the KL term (Higgins et al. 2017)."""
+    beta: float
+
+
+@dataclass(frozen=True)
+class CVaeParams(VaeParams):
+    """Conditional VAE (Sohn et al. 2015)."""
+
+
+@dataclass(frozen=True)
+class Pix2PixParams(GeneratorParams):
+    """Mask-to-image, Isola et al. 2017: adversarial + l1_weight * L1 (100 in the paper)."""
+    l1_weight: float
+
+
+@dataclass(frozen=True)
+class CycleGanParams(GeneratorParams):
+    """CycleGAN, Zhu et al. 2017: cycle-consistency and identity loss weights."""
+    cycle_weight: float
+    identity_weight: float
+
+
+SECTION_OF: dict[type, str] = {
+    GanParams: "gan", DCGanParams: "dcgan", WGanGpParams: "wgan_gp", VaeParams: "vae",
+    CGanParams: "cgan", CVaeParams: "cvae", Pix2PixParams: "pix2pix", CycleGanParams: "cyclegan"}
+
+
+@dataclass(frozen=True)
+class FeatureExtractorParams:
+    """The pinned classifier whose features FID, KID and precision/recall are measured in."""
+    width: int
+    feature_dim: int
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+
+    def check(self) -> None:
+        for name in ("width", "epochs"):
+            _require(getattr(self, name) >= 1, f"feature_extractor.{name}", "an int >= 1",
+                     getattr(self, name))
+        _require(self.feature_dim >= 2, "feature_extractor.feature_dim", "an int >= 2",
+                 self.feature_dim)
+        _require(self.batch_size >= 2, "feature_extractor.batch_size", "an int >= 2",
+                 self.batch_size)
+        _require(self.lr > 0, "feature_extractor.lr", "a float > 0", self.lr)
+
+
+@dataclass(frozen=True)
+class GenerativeEvaluateParams:
+    """The evaluation protocol of the generative models (and of the references)."""
+    kid_subset_size: int
+    k: int  # neighbours for improved precision/recall (Kynkaanniemi et al. 2019)
+    seed: int
+
+    def check(self) -> None:
+        _require(self.kid_subset_size >= 2, "generative_evaluate.kid_subset_size",
+                 "an int >= 2", self.kid_subset_size)
+        _require(self.k >= 1, "generative_evaluate.k", "an int >= 1", self.k)
+
+
+@dataclass(frozen=True)
+class RegisterGenerativeParams:
+    """Registration of every generative model: names are model_prefix + kind."""
+    model_prefix: str
+    champion_alias: str
+
+    def check(self) -> None:
+        _require(bool(self.model_prefix.strip()), "register_generative.model_prefix",
+                 "a non-empty prefix", self.model_prefix)
+        _require(bool(self.champion_alias.strip()), "register_generative.champion_alias",
+                 "a non-empty alias", self.champion_alias)
+
+
 _COLOURS = ("rgb", "lab")
 _MODES = ("global", "per_image")
 
@@ -242,6 +403,18 @@ class PromoteParams:
 
 
 @dataclass(frozen=True)
+class SyntheticParams:
+    """Synthetic (image, mask) pairs from the mask-to-image generator for U-Net training
+    (the synthesize_pairs, train_unet_synthetic and evaluate_unet_synthetic stages)."""
+    enabled: bool  # false: those stages are skipped
+    n_pairs: int  # pairs generated from re-laid-out train-split masks
+    seed: int
+
+    def check(self) -> None:
+        _require(self.n_pairs >= 1, "synthetic.n_pairs", "an int >= 1", self.n_pairs)
+
+
+@dataclass(frozen=True)
 class MlflowParams:
     """Where runs and models are tracked (MLFLOW_TRACKING_URI overrides tracking_uri)."""
     tracking_uri: str | None  # None: embedded SQLite store under .segen/
@@ -268,6 +441,19 @@ class Params:
     register_kmeans: RegisterKMeansParams
     register_dbscan: RegisterDBSCANParams
     promote: PromoteParams
+    generative: GenerativeParams
+    feature_extractor: FeatureExtractorParams
+    generative_evaluate: GenerativeEvaluateParams
+    gan: GanParams
+    dcgan: DCGanParams
+    wgan_gp: WGanGpParams
+    vae: VaeParams
+    cgan: CGanParams
+    cvae: CVaeParams
+    pix2pix: Pix2PixParams
+    cyclegan: CycleGanParams
+    register_generative: RegisterGenerativeParams
+    synthetic: SyntheticParams
 
 
 def load_params(path: Path) -> Params:

@@ -3,6 +3,7 @@ dvc.yaml are all built from."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -11,6 +12,8 @@ class StageSpec:
     upstream: tuple[str, ...]  # stages whose results this one consumes
     params: tuple[str, ...]  # params.yaml sections it reads (and nothing else)
     sources: tuple[str, ...]  # modules whose source enters the cache key
+    needs_masks: bool = False  # skipped when the dataset has no masks (class folders)
+    enabled_by: str | None = None  # params section whose `enabled` flag turns it on
 
     @property
     def description(self) -> str:
@@ -25,17 +28,56 @@ def _clustering_stages(kind: str) -> tuple[StageSpec, ...]:
     """train/evaluate/register of one clustering segmenter (kind: kmeans or dbscan)."""
     return (
         StageSpec(f"train_{kind}", ("preprocess",), (kind,),
-                  _COMMON + (f"tasks.train_{kind}", "tasks.cluster_training") + _CLUSTERING),
+                  _COMMON + (f"tasks.train_{kind}", "tasks.cluster_training") + _CLUSTERING,
+                  needs_masks=True),
         StageSpec(f"evaluate_{kind}", ("preprocess", f"train_{kind}"), ("cluster_evaluate",),
                   _COMMON + (f"tasks.evaluate_{kind}", "tasks.cluster_evaluation",
                              "tasks.cluster_training", "tasks.unet_evaluation",
-                             "models.cluster_metrics") + _CLUSTERING),
+                             "models.cluster_metrics") + _CLUSTERING, needs_masks=True),
         StageSpec(f"register_{kind}",
                   ("version_data", "preprocess", f"train_{kind}", f"evaluate_{kind}"),
                   (f"register_{kind}",),
                   _COMMON + (f"tasks.register_{kind}", "tasks.cluster_registration",
                              "tasks.registration", "segen.cluster_pyfunc", "segen.tracking")
-                  + _CLUSTERING),
+                  + _CLUSTERING, needs_masks=True),
+    )
+
+
+# The generative models (models/generative); their stages come from one factory.
+GENERATIVE_KINDS = ("gan", "dcgan", "wgan_gp", "vae", "cgan", "cvae", "pix2pix", "cyclegan")
+
+
+def _package(name: str) -> tuple[str, ...]:
+    """Every module of a package inside this checkout (all enter the cache key)."""
+    folder = Path(__file__).resolve().parent.parent.joinpath(*name.split("."))
+    return tuple(sorted(f"{name}.{p.stem}" if p.stem != "__init__" else name
+                        for p in folder.glob("*.py")))
+
+
+_GENERATIVE = ("segen.gen_inference", "tasks.feature_extractor_fit", "tasks.training",
+               "segen.inference") + _package("models.generative")
+_GEN_METRICS = ("models.gen_metrics", "models.feature_extractor")
+
+
+def _generative_stages(kind: str) -> tuple[StageSpec, ...]:
+    """train/evaluate/register of one generative model (kind: one of GENERATIVE_KINDS)."""
+    masks = kind == "pix2pix"  # mask-to-image: needs masks, and the U-Net scores its images
+    evaluate_upstream = ("preprocess", f"train_{kind}", "train_feature_extractor")
+    return (
+        StageSpec(f"train_{kind}", ("preprocess",), ("generative", kind),
+                  _COMMON + ("tasks.train_generative", "tasks.gen_trainer") + _GENERATIVE,
+                  needs_masks=masks),
+        StageSpec(f"evaluate_{kind}", evaluate_upstream + (("train_unet",) if masks else ()),
+                  ("generative", "generative_evaluate"),
+                  _COMMON + ("tasks.evaluate_generative", "tasks.gen_evaluation")
+                  + _GENERATIVE + _GEN_METRICS + (("models.unet",) if masks else ()),
+                  needs_masks=masks),
+        StageSpec(f"register_{kind}", ("version_data", "preprocess", f"train_{kind}",
+                                       f"evaluate_{kind}", "train_feature_extractor"),
+                  ("register_generative",),
+                  _COMMON + ("tasks.register_generative", "tasks.registration",
+                             "segen.gen_pyfunc", "segen.tracking") + _GENERATIVE,
+                  needs_masks=masks),
     )
 
 
@@ -48,14 +90,21 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in (
               _COMMON + ("tasks.preprocess",)),
     StageSpec("train_unet", ("preprocess",), ("unet",),
               _COMMON + ("tasks.train_unet", "tasks.unet_trainer", "tasks.training",
-                         "segen.inference", "models.unet", "models.losses", "models.metrics")),
+                         "segen.inference", "models.unet", "models.losses", "models.metrics"),
+              needs_masks=True),
     StageSpec("evaluate_unet", ("preprocess", "train_unet"), ("evaluate",),
               _COMMON + ("tasks.evaluate_unet", "tasks.unet_evaluation", "tasks.training",
-                         "segen.inference", "models.unet", "models.metrics")),
+                         "segen.inference", "models.unet", "models.metrics"),
+              needs_masks=True),
     StageSpec("register_unet", ("version_data", "preprocess", "train_unet", "evaluate_unet"),
               ("register",),
               _COMMON + ("tasks.register_unet", "tasks.registration", "segen.pyfunc",
-                         "segen.tracking")),
+                         "segen.tracking"), needs_masks=True),
+    StageSpec("train_feature_extractor", ("preprocess",),
+              ("generative", "feature_extractor", "generative_evaluate"),
+              _COMMON + ("tasks.train_feature_extractor", "tasks.gen_references")
+              + _GENERATIVE + _GEN_METRICS),
+    *(stage_spec for kind in GENERATIVE_KINDS for stage_spec in _generative_stages(kind)),
     *(stage_spec for kind in ("kmeans", "dbscan") for stage_spec in _clustering_stages(kind)),
     StageSpec("compare_segmenters",
               ("version_data", "preprocess", "train_unet", "register_unet", "evaluate_kmeans",
@@ -64,10 +113,37 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in (
               _COMMON + ("tasks.compare_segmenters", "tasks.segmenter_comparison",
                          "tasks.cluster_evaluation", "tasks.cluster_training",
                          "tasks.registration", "segen.tracking", "segen.inference",
-                         "models.unet", "models.cluster_metrics", "models.clustering")),
+                         "models.unet", "models.cluster_metrics", "models.clustering"),
+              needs_masks=True),
 )}
 
+# --- synthetic pairs for the U-Net (issue 4 part 6; off unless synthetic.enabled) ---
+_UNET_SOURCES = ("tasks.unet_trainer", "tasks.training", "segen.inference", "models.unet",
+                 "models.losses", "models.metrics")
+STAGES.update({s.name: s for s in (
+    StageSpec("synthesize_pairs", ("preprocess", "train_pix2pix", "register_pix2pix"),
+              ("synthetic",), _COMMON + ("tasks.synthesize_pairs", "tasks.synthetic_pairs",
+                                         "tasks.training") + _GENERATIVE,
+              needs_masks=True, enabled_by="synthetic"),
+    StageSpec("train_unet_synthetic", ("preprocess", "synthesize_pairs"), ("unet",),
+              _COMMON + ("tasks.train_unet_synthetic",) + _UNET_SOURCES,
+              needs_masks=True, enabled_by="synthetic"),
+    StageSpec("evaluate_unet_synthetic", ("preprocess", "train_unet_synthetic"), ("evaluate",),
+              _COMMON + ("tasks.evaluate_unet_synthetic", "tasks.unet_evaluation")
+              + _UNET_SOURCES, needs_masks=True, enabled_by="synthetic"),
+)})
+_SYNTHETIC_DESCRIPTIONS = {
+    "synthesize_pairs": "render re-laid-out train masks into (image, mask) pairs with the "
+                        "registered pix2pix generator",
+    "train_unet_synthetic": "train the same U-Net recipe on the train split plus the "
+                            "synthetic pairs",
+    "evaluate_unet_synthetic": "score the U-Net trained with synthetic pairs on the same "
+                               "test split",
+}
+# --- end synthetic ---
+
 STAGE_DESCRIPTIONS = {
+    **_SYNTHETIC_DESCRIPTIONS,
     "version_data": "make data.dvc record what is in data/ (dvc add), push it, return its md5",
     "validate": "check every image and mask; stop with a report naming each bad file",
     "preprocess": "resize, split train/val/test by seed, store uint8 arrays",
@@ -81,6 +157,14 @@ STAGE_DESCRIPTIONS = {
     "evaluate_dbscan": "silhouette, noise, ARI and IoU after Hungarian matching; grid",
     "register_dbscan": "log run, pyfunc and lineage of the DBSCAN segmenter to MLflow",
     "compare_segmenters": "U-Net, K-means and DBSCAN side by side on the test split",
+    "train_feature_extractor": "train and pin the classifier FID/KID are measured with; "
+                               "floor and ceiling references",
+    **{f"train_{kind}": f"train the {kind} generator, checkpoint every epoch, stop on divergence"
+       for kind in GENERATIVE_KINDS},
+    **{f"evaluate_{kind}": f"FID, KID, precision/recall of the {kind} generator; sample grid"
+       for kind in GENERATIVE_KINDS},
+    **{f"register_{kind}": f"log run, pyfunc and lineage of the {kind} generator to MLflow"
+       for kind in GENERATIVE_KINDS},
 }
 
 

@@ -122,6 +122,38 @@ def stage_task(name: str, *, content_key: Callable[[Project], str] | None = None
     return decorate
 
 
+def spec_signature(spec: StageSpec) -> inspect.Signature:
+    """(project, *upstream results, *params sections, out, key): a body's signature as the
+    stage graph defines it, for bodies shared by a family of stages."""
+    import typing
+
+    from segen.config import Params
+
+    kind, sections = inspect.Parameter.POSITIONAL_OR_KEYWORD, typing.get_type_hints(Params)
+    names = [("project", Project), *((u, StageResult) for u in spec.upstream),
+             *((s, sections[s]) for s in spec.params), ("out", Path), ("key", str)]
+    return inspect.Signature([inspect.Parameter(n, kind, annotation=a) for n, a in names],
+                             return_annotation=StageOutput)
+
+
+def family_stage_task(name: str, body: Callable[..., StageOutput], **hooks: Any) -> Task:
+    """A stage task from a body shared by several stages: body(name, **inputs, out, key),
+    its inputs named by the StageSpec of `name` (e.g. train_gan and train_vae share one)."""
+    def run(**inputs: Any) -> StageOutput:
+        return body(name, **inputs)
+
+    run.__signature__ = spec_signature(stage(name))  # type: ignore[attr-defined]
+    run.__name__ = run.__qualname__ = name
+    run.__doc__ = stage(name).description
+    run.__module__ = body.__module__
+    return stage_task(name, **hooks)(run)
+
+
+class StageSkipped(Exception):
+    """A stage body's way to say it does not apply to this data (the reason says why);
+    the run records the stage and its dependents as skipped, not failed."""
+
+
 def _records(project: Project) -> Path:
     return project.prefect_cache / "records"
 

@@ -67,5 +67,8 @@ def preprocess(project: Project, version_data: StageResult, validate: StageResul
     np.save(out / "masks.npy", masks)
     np.save(out / "labels.npy", manifest["label"].to_numpy(np.int64))
     (out / "split.json").write_text(json.dumps(split))
+    # every manifest column, in the arrays' order: train_cyclegan splits its two domains by
+    # the column generative.cyclegan_domain_column names (so no params section here)
+    manifest.to_csv(out / "manifest.csv", index=False, lineterminator="\n")
     (out / "dataset.json").write_text(json.dumps(meta, indent=1))
     return StageOutput({**{k: len(v) for k, v in split.items()}, "has_masks": has_masks})

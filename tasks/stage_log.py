@@ -1,7 +1,15 @@
 """Runs stages inside a flow, wiring each one's inputs from the stage graph, and keeps
-what the run summary reports (ran or cached, key)."""
+what the run summary reports (ran, cached, skipped or failed; key; reason).
+
+A model stage that fails (e.g. a diverged generator) is recorded as failed with its reason,
+and so are the stages that depend on it; the other stages still run. Stages that need
+masks are skipped when the dataset has none (class folders). A failure of version_data,
+validate or preprocess, which every stage needs, still stops the run.
+"""
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,9 +17,12 @@ from prefect import Task
 
 from segen.config import Params
 from segen.project import Project
-from segen.stages import stage
+from segen.stages import StageSpec, stage
 from segen.store import StageResult
-from tasks.caching import run_stage
+from tasks.caching import StageSkipped, run_stage
+
+log = logging.getLogger("segen.stages")
+_SHARED = ("version_data", "validate", "preprocess")  # their failure stops the whole run
 
 
 def stage_tasks() -> dict[str, Task]:
@@ -29,9 +40,21 @@ def stage_tasks() -> dict[str, Task]:
     from tasks.register_kmeans import register_kmeans
     from tasks.train_dbscan import train_dbscan
     from tasks.train_kmeans import train_kmeans
+    from tasks.evaluate_generative import EVALUATE_TASKS
+    from tasks.register_generative import REGISTER_TASKS
+    from tasks.train_feature_extractor import train_feature_extractor
+    from tasks.train_generative import TRAIN_TASKS
 
-    return {t.name: t for t in (version_data, validate, preprocess, train_unet, evaluate_unet,
-                                register_unet)} | {
+    generative = {train_feature_extractor.name: train_feature_extractor, **TRAIN_TASKS,
+                  **EVALUATE_TASKS, **REGISTER_TASKS}
+    from tasks.evaluate_unet_synthetic import evaluate_unet_synthetic  # synthetic pairs
+    from tasks.synthesize_pairs import synthesize_pairs
+    from tasks.train_unet_synthetic import train_unet_synthetic
+
+    generative.update({t.name: t for t in (synthesize_pairs, train_unet_synthetic,
+                                           evaluate_unet_synthetic)})
+    return generative | {t.name: t for t in (version_data, validate, preprocess, train_unet,
+                                             evaluate_unet, register_unet)} | {
         t.name: t for t in (train_kmeans, evaluate_kmeans, register_kmeans, train_dbscan,
                             evaluate_dbscan, register_dbscan, compare_segmenters)}
 
@@ -42,13 +65,52 @@ class StageLog:
     params: Params
     results: dict[str, StageResult] = field(default_factory=dict)
     statuses: list[dict[str, str]] = field(default_factory=list)
+    not_run: dict[str, str] = field(default_factory=dict)  # stage -> "skipped" | "failed"
 
-    def run(self, name: str) -> StageResult:
-        """Run one stage with its upstream results and its own params sections."""
+    def run(self, name: str) -> StageResult | None:
+        """Run one stage with its upstream results and its own params sections; None when
+        it was skipped or failed (recorded with the reason)."""
         spec = stage(name)
+        blocked = self._blocked(spec)
+        if blocked is not None:
+            self._record(name, *blocked)
+            return None
         inputs: dict[str, Any] = {u: self.results[u] for u in spec.upstream}
         inputs.update({s: getattr(self.params, s) for s in spec.params})
-        result, status = run_stage(stage_tasks()[name], self.project, **inputs)
+        start = time.perf_counter()
+        try:
+            result, status = run_stage(stage_tasks()[name], self.project, **inputs)
+        except StageSkipped as err:
+            self._record(name, "skipped", str(err))
+            return None
+        except Exception as err:
+            if name in _SHARED:
+                raise
+            log.error("stage %s failed: %s", name, err, exc_info=True)
+            self._record(name, "failed", f"{type(err).__name__}: {err}")
+            return None
         self.results[name] = result
-        self.statuses.append({"name": name, "status": status, "key": result.key})
+        self.statuses.append({"name": name, "status": status, "key": result.key,
+                              "seconds": round(time.perf_counter() - start, 2)})
         return result
+
+    def _blocked(self, spec: StageSpec) -> tuple[str, str] | None:
+        """(status, reason) when the stage cannot run: an upstream stage did not, or it
+        needs masks and the dataset has none."""
+        for upstream in spec.upstream:
+            if upstream in self.not_run:
+                return self.not_run[upstream], f"{upstream} {self.not_run[upstream]}"
+        if spec.enabled_by and not getattr(self.params, spec.enabled_by).enabled:
+            return "skipped", f"{spec.enabled_by}.enabled is false in params.yaml"
+        prepared = self.results.get("preprocess")
+        if spec.needs_masks and prepared is not None and not prepared.info["has_masks"]:
+            return "skipped", "the dataset has no masks (class folders)"
+        return None
+
+    def _record(self, name: str, status: str, reason: str) -> None:
+        self.not_run[name] = status
+        self.statuses.append({"name": name, "status": status, "key": "", "reason": reason})
+
+    @property
+    def failed(self) -> bool:
+        return "failed" in self.not_run.values()

@@ -37,6 +37,14 @@ TINY = {
     "cluster_evaluate": {"silhouette_pixels": 200, "grid_images": 4},
     "register_kmeans": {"model_name": "test-kmeans"},
     "register_dbscan": {"model_name": "test-dbscan"},
+    "generative": {"image_size": 16, "latent_dim": 8, "batch_size": 8, "sample_grid": 8,
+                   "eval_samples": 16,  # a few steps cannot spread samples: no collapse check
+                   "divergence": {"max_loss": 10000.0, "collapse_std": 0.0}},
+    "feature_extractor": {"width": 4, "feature_dim": 8, "epochs": 1, "batch_size": 8},
+    "generative_evaluate": {"kid_subset_size": 4, "k": 2},
+    **{kind: {"epochs": 1, "width": 4} for kind in ("gan", "dcgan", "wgan_gp", "vae", "cgan",
+                                                    "cvae", "pix2pix", "cyclegan")},
+    "register_generative": {"model_prefix": "test-"},
 }
 
 
