@@ -47,6 +47,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     from segen.cli import params_path
     from segen.config import load_params
+    from segen.gen_pyfunc import GenerativeModel
     from segen.predict import load_model
     from segen.tracking import configure_tracking
 
@@ -54,6 +55,10 @@ def _generate(args: argparse.Namespace) -> int:
     params = load_params(Path(params_path(args)))
     configure_tracking(args.project, params.mlflow)  # as `segen run` does
     model, uri = load_model(args.model)
+    if not isinstance(model.unwrap_python_model(), GenerativeModel):
+        raise ValueError(f"{uri} is not a generative model (a segmentation model? call it "
+                         "with `segen predict`); generative models are registered as "
+                         "<register_generative.model_prefix><kind>, e.g. segen-dcgan")
     images = model.predict(request, params={"seed": args.seed})
     report = write_images(images, args.out, {"model": uri, "run_id": model.metadata.run_id,
                                              "seed": args.seed, **_described(args)})

@@ -88,7 +88,6 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mask[4:14, 6:20] = 1
     Image.fromarray(mask).save(masks / "a.png")  # another size than the model's: resized
     Image.fromarray(np.full((SIZE, SIZE), 2, np.uint8)).save(masks / "b.png")
-    Image.fromarray(np.full((SIZE, SIZE), 9, np.uint8)).save(masks / "bad-class.png")
     Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(masks / "rgb.png")
     return root
 
@@ -128,7 +127,7 @@ def test_pyfunc_through_the_registry(registered: Path) -> None:
         cgan.predict({"n": 2, "class": 3})
     pix = mlflow.pyfunc.load_model("models:/test-pix2pix@champion")
     assert pix.predict({"masks": np.zeros((2, 40, 40), np.uint8)}).shape == (2, SIZE, SIZE, 3)
-    with pytest.raises(ValueError, match="class ids in 0..2"):
+    with pytest.raises(ValueError, match="class ids in 0..2"):  # a mask of another dataset
         pix.predict({"masks": np.full((1, 8, 8), 5)})
 
 
@@ -166,7 +165,6 @@ def test_generate_writes_pngs_and_grid(registered: Path) -> None:
 @pytest.mark.parametrize("args, message", [
     (("--model", "test-cgan", "--n", "2", "--class", "7"), "class 7 is out of range"),
     (("--model", "test-dcgan", "--n", "2", "--class", "1"), "is unconditional"),
-    (("--model", "test-pix2pix", "--mask", "masks/bad-class.png"), "class ids in 0..2"),
     (("--model", "test-pix2pix", "--mask", "masks/rgb.png"), "expected a class-index PNG"),
 ])
 def test_generate_bad_input_exits_2(registered: Path, args: tuple[str, ...], message: str
@@ -176,3 +174,82 @@ def test_generate_bad_input_exits_2(registered: Path, args: tuple[str, ...], mes
     assert result.returncode == 2, result.stderr[-3000:]
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()  # nothing written
+
+
+def test_synthetic_stages_skipped_unless_enabled(tmp_path: Path) -> None:
+    import dataclasses
+
+    from segen.config import load_params
+    from segen.project import Project
+    from segen.stages import stage
+    from tasks.stage_log import StageLog
+
+    params = load_params(REPO / "params.yaml")
+    assert not params.synthetic.enabled  # off by default
+    log = StageLog(Project.at(tmp_path), params)
+    for name in ("synthesize_pairs", "train_unet_synthetic", "evaluate_unet_synthetic"):
+        assert log._blocked(stage(name)) == ("skipped",
+                                            "synthetic.enabled is false in params.yaml")
+    enabled = dataclasses.replace(params, synthetic=dataclasses.replace(params.synthetic,
+                                                                        enabled=True))
+    assert StageLog(Project.at(tmp_path), enabled)._blocked(stage("synthesize_pairs")) is None
+
+
+def _preprocessed(folder: Path, n: int = 10, size: int = 32) -> Path:
+    """A preprocess stage's arrays: squares of class 1 on class 0, images to match."""
+    rng = np.random.default_rng(0)
+    masks = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        top, left = rng.integers(0, size // 2, 2)
+        masks[i, top:top + size // 3, left:left + size // 4] = 1 + i % 2
+    images = np.stack([masks * 100] * 3, axis=-1).astype(np.uint8)
+    folder.mkdir(parents=True)
+    np.save(folder / "images.npy", images)
+    np.save(folder / "masks.npy", masks)
+    (folder / "split.json").write_text(json.dumps({"train": list(range(6)), "val": [6, 7],
+                                                   "test": [8, 9]}))
+    (folder / "dataset.json").write_text(json.dumps({
+        "classes": CLASSES, "channels": 3, "image_size": size, "mean": [0.2] * 3,
+        "std": [0.3] * 3, "data_version": "d" * 32 + ".dir"}))
+    return folder
+
+
+def test_synthetic_pairs_train_the_unet(tmp_path: Path) -> None:
+    """synthesize_pairs' work on a tiny pix2pix, then the U-Net recipe on real + synthetic
+    pairs (tasks.unet_trainer.fit) and the U-Net evaluation on the test split."""
+    from segen.config import EvaluateParams, SyntheticParams, UNetParams, load_params
+    from segen.project import Project
+    from segen.tracking import configure_tracking
+    from tasks.synthetic_pairs import load_pairs, synthesize
+    from tasks.unet_evaluation import evaluate
+    from tasks.unet_trainer import fit
+
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    project = Project.at(tmp_path)
+    configure_tracking(project, load_params(tmp_path / "params.yaml").mlflow)
+    preprocess = _result("preprocess", _preprocessed(tmp_path / "pre"))
+    pix2pix = _result("train_pix2pix", _generator("pix2pix", tmp_path / "pix2pix"))
+    registered = _result("register_pix2pix", tmp_path, model_name="test-pix2pix", version=3,
+                         run_id="r1")
+    out = tmp_path / "synthetic"
+    out.mkdir()
+    lineage = synthesize(preprocess, pix2pix, registered, SyntheticParams(True, 5, 0), out)
+    assert lineage["generator_model"] == "test-pix2pix" and lineage["generator_version"] == 3
+    assert lineage["train_pix2pix_key"] == "key-train_pix2pix"
+    synthetic = _result("synthesize_pairs", out, **lineage)
+    images, masks = load_pairs(synthetic)
+    assert images.shape == (5, 32, 32, 3) and masks.shape == (5, 32, 32)
+    assert set(masks.unique().tolist()) <= {0, 1, 2} and (out / "grid.png").is_file()
+
+    unet = UNetParams(depth=2, base_width=4, epochs=1, batch_size=4, lr=0.003,
+                      weight_decay=0.0, dice_weight=1.0, augment=False, crop_size=None, seed=0)
+    trained = tmp_path / "unet"
+    trained.mkdir()
+    info = fit(project, preprocess, unet, trained, "k", stage="train_unet_synthetic",
+               extra_train=(images, masks), tags={"segen.synthetic.key": "s"})
+    assert info["train_images_per_second"] > 0
+    scored = tmp_path / "scored"
+    scored.mkdir()
+    metrics = evaluate(preprocess, _result("train_unet_synthetic", trained),
+                       EvaluateParams(batch_size=4, grid_images=2), scored)["metrics"]
+    assert 0.0 <= metrics["mean_iou"] <= 1.0
