@@ -253,3 +253,20 @@ def test_synthetic_pairs_train_the_unet(tmp_path: Path) -> None:
     metrics = evaluate(preprocess, _result("train_unet_synthetic", trained),
                        EvaluateParams(batch_size=4, grid_images=2), scored)["metrics"]
     assert 0.0 <= metrics["mean_iou"] <= 1.0
+
+
+def test_stage_tasks_take_what_the_graph_gives() -> None:
+    """The register and synthetic stage tasks' inputs are their StageSpecs' (so the flow can
+    wire them): project, upstream results, params sections."""
+    import inspect
+
+    from segen.stages import GENERATIVE_KINDS, stage
+    from tasks.stage_log import stage_tasks
+
+    tasks = stage_tasks()
+    names = [f"register_{kind}" for kind in GENERATIVE_KINDS] + [
+        "synthesize_pairs", "train_unet_synthetic", "evaluate_unet_synthetic"]
+    for name in names:
+        spec = stage(name)
+        assert list(inspect.signature(tasks[name].fn).parameters) == [
+            "project", *spec.upstream, *spec.params], name
