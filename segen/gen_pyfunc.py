@@ -87,8 +87,9 @@ def _rows(model_input: Any) -> list[dict[str, Any]]:
         return [{k: v for k, v in row.items() if not _missing(v)} for row in rows]
     if isinstance(model_input, list) and all(isinstance(r, dict) for r in model_input):
         return model_input
-    raise ValueError(f"expected a request dict such as {{'n': 16}}, {{'n': 16, 'class': 1}} or "
-                     f"{{'masks': array}}, or a DataFrame of them; got {type(model_input).__name__}")
+    raise ValueError(f"expected a request dict such as {{'n': 16}}, {{'n': 16, 'class': 1}} "
+                     f"or {{'masks': array}}, or a DataFrame of them; got "
+                     f"{type(model_input).__name__}")
 
 
 def _missing(value: Any) -> bool:
