@@ -151,15 +151,17 @@ def _data_generate(args: argparse.Namespace) -> int:
 
 def _data_import_pairs(args: argparse.Namespace) -> int:
     from segen.config import load_params
+    from segen.data_lock import data_lock
     from segen.importers import import_pairs, parse_class_map
     from tasks.version_data import track_data
 
     params = load_params(Path(params_path(args)))
     args.project.require_dvc()
     class_map = parse_class_map(args.class_map) if args.class_map else None
-    summary = import_pairs(args.images_dir, args.masks_dir, args.project.data,
-                           classes=args.classes, class_map=class_map)
-    version = track_data(args.project, params.data)
+    with data_lock(args.project, "segen data import-pairs"):  # one writer of data/ at a time
+        summary = import_pairs(args.images_dir, args.masks_dir, args.project.data,
+                               classes=args.classes, class_map=class_map)
+        version = track_data(args.project, params.data)
     print(f"{summary}\nnew data version {version} (data.dvc updated; commit it with git)")
     return 0
 

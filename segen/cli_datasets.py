@@ -48,12 +48,14 @@ def _import(args: argparse.Namespace, write: Callable[[Path], Any]) -> int:
     """Write data/ with `write`, then record it as `segen data import-pairs` does."""
     from segen.cli import params_path
     from segen.config import load_params
+    from segen.data_lock import data_lock
     from tasks.version_data import track_data
 
     params = load_params(Path(params_path(args)))
     args.project.require_dvc()
-    summary = write(args.project.data)
-    version = track_data(args.project, params.data)
+    with data_lock(args.project, "segen data"):  # one writer of data/ at a time
+        summary = write(args.project.data)
+        version = track_data(args.project, params.data)
     if args.json:
         print(json.dumps({"data_version": version, "n_images": summary.n_images,
                           "classes": summary.classes, "per_class": summary.per_class,
