@@ -20,8 +20,8 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from segen.importers import (IMAGE_SUFFIXES, ImportPairsError, _listing, _open, _publish,
-                             _save_image, import_pairs)
+from segen.importers import (IMAGE_SUFFIXES, ImportPairsError, _decide, _listing, _open,
+                             _publish, _save_image, _scan, import_pairs, pair_files)
 from segen.validation import (IMAGE_MODES, Problem, ValidationReport, open_decoded,
                               validate_dataset)
 
@@ -91,11 +91,37 @@ def _data_image_mode(data_dir: Path, manifest: pd.DataFrame) -> str:
 
 
 def _stage_pairs(images_dir: Path, masks_dir: Path, out: Path, classes: list[str]) -> None:
-    """Convert the pairs with the importer, held to the dataset's classes."""
+    """Convert the pairs with the importer, held to the dataset's classes, after one pass
+    that names every unreadable file and every mask with class ids outside classes.json."""
     try:
-        import_pairs(images_dir, masks_dir, out, classes=classes, class_map=None)
+        pairs = pair_files(images_dir, masks_dir)
     except ImportPairsError as err:
         raise DataAddError(f"the new samples were not added (data/ unchanged): {err}") from err
+    problems, readable = [], {}
+    for stem, (image, mask) in pairs.items():
+        errors = [_decode_error(path) for path in (image, mask)]
+        problems += [e for e in errors if e]
+        if not any(errors):
+            readable[stem] = (image, mask)
+    try:
+        if readable:  # sizes, then class ids against classes.json
+            _decide(_scan(readable, None)[0], classes)
+        if not problems:
+            import_pairs(images_dir, masks_dir, out, classes=classes, class_map=None)
+    except ImportPairsError as err:
+        problems.append(f"{err} (the classes are those of data/classes.json)")
+    if problems:
+        raise DataAddError("the new samples were not added (data/ unchanged); "
+                           f"{len(problems)} problem(s):\n" + "\n".join(
+                               f"  {p}" for p in problems))
+
+
+def _decode_error(path: Path) -> str | None:
+    try:
+        _open(path, decode=True)
+    except ImportPairsError as err:
+        return str(err)
+    return None
 
 
 def _stage_class_folders(images_dir: Path, out: Path, classes: list[str]) -> None:
