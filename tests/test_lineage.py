@@ -14,7 +14,6 @@ import pytest
 
 from conftest import git, init_project, segen_cli
 
-pytestmark = pytest.mark.slow
 CHANGED = "images/img_00003.png"
 UNCHANGED = "images/img_00000.png"
 # The stages that register two model families; the generative ones add nothing here.
@@ -113,6 +112,7 @@ def _registered(summary: dict[str, Any]) -> set[tuple[str, int]]:
     return {(m["name"], m["version"]) for m in summary["models"]}
 
 
+@pytest.mark.slow
 def test_lineage_model(history) -> None:
     from segen.tracking import code_root
 
@@ -134,6 +134,7 @@ def test_lineage_model(history) -> None:
     assert report["synthetic_generator"] is None
 
 
+@pytest.mark.slow
 def test_lineage_model_alias_latest_and_other_families(project, history) -> None:
     from segen.lineage.queries import model_lineage
     from segen.tracking import client
@@ -165,6 +166,7 @@ def test_lineage_model_alias_latest_and_other_families(project, history) -> None
         model_lineage(project, "no-such-model")
 
 
+@pytest.mark.slow
 def test_lineage_data(project, history, capsys) -> None:
     from segen.lineage.queries import data_lineage
 
@@ -192,6 +194,7 @@ def test_lineage_data(project, history, capsys) -> None:
     assert main(bad) == 2 and "neither a data version" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_lineage_file(project, history, tmp_path) -> None:
     from segen.lineage.queries import file_lineage
 
@@ -229,6 +232,7 @@ def test_lineage_file(project, history, tmp_path) -> None:
             shutil.move(tmp_path / "pushed.dir", pushed)
 
 
+@pytest.mark.slow
 def test_lineage_graph(history, tmp_path, capsys) -> None:
     from PIL import Image
 
@@ -261,6 +265,7 @@ def test_lineage_graph(history, tmp_path, capsys) -> None:
         write_graph(project, tmp_path / "lineage.svg")
 
 
+@pytest.mark.slow
 def test_lineage_against_mlflow_server(history, tmp_path, capsys) -> None:
     """The same queries over HTTP: a copy of the project re-registers into a real server."""
     from servers import mlflow_server
@@ -282,3 +287,57 @@ def test_lineage_against_mlflow_server(history, tmp_path, capsys) -> None:
         data = _main_json(root, capsys, "data", "HEAD")
         assert _versions(data["model_versions"]) == _registered(summary)
         assert "register_unet" in {r["stage"] for r in data["runs"]}
+
+
+def test_data_versions_from_git(tmp_path) -> None:
+    """data.dvc's history: each commit's md5, any revision resolved through it."""
+    from segen.lineage.revisions import data_history, resolve_data_version, revisions_of
+    from segen.project import Project
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q"), git(root, "config", "user.email", "t@t"), git(
+        root, "config", "user.name", "t")
+    md5s = [f"{i:032x}.dir" for i in (1, 2)]
+    for i, md5 in enumerate(md5s):
+        (root / "data.dvc").write_text(f"outs:\n- md5: {md5}\n  path: data\n  hash: md5\n")
+        git(root, "add", "data.dvc"), git(root, "commit", "-qm", f"data v{i + 1}")
+    (root / "other.txt").write_text("x")
+    git(root, "add", "other.txt"), git(root, "commit", "-qm", "not data")
+    project = Project.at(root)
+    history = data_history(project)
+    assert [r.data_version for r in history] == md5s[::-1]  # newest first
+    assert [r.subject for r in revisions_of(project, md5s[0])] == ["data v1"]
+    assert resolve_data_version(project, "HEAD") == (md5s[1], git(root, "rev-parse",
+                                                                   "HEAD").strip())
+    assert resolve_data_version(project, "HEAD~2")[0] == md5s[0]
+    assert resolve_data_version(project, md5s[0][:32].upper()) == (md5s[0], None)
+    with pytest.raises(ValueError, match="neither a data version"):
+        resolve_data_version(project, "v9")
+    git(root, "rm", "-q", "data.dvc"), git(root, "commit", "-qm", "drop data")
+    with pytest.raises(ValueError, match="has no data.dvc"):
+        resolve_data_version(project, "HEAD")
+    assert len(data_history(project)) == 2  # the deleting commit records nothing
+
+
+def test_graph_drawing(tmp_path) -> None:
+    """The layout and both renderings, on a hand-made graph (no MLflow)."""
+    from PIL import Image
+
+    from segen.lineage.graph import Graph, Node, _layout, to_svg, write_png
+
+    graph = Graph()
+    graph.add(Node("data:a", "data", ("data a", "git 1"), "a"))
+    for i in range(3):
+        graph.add(Node(f"run:{i}", "run", (f"run <{i}>", "x"), "r"))
+        graph.edges.append(("data:a", f"run:{i}"))
+    graph.add(Node("model:m/1", "model", ("m v1", "@champion"), "m", marked=True))
+    graph.edges.append(("run:2", "model:m/1"))
+    _layout(graph)
+    assert graph.nodes["model:m/1"].y == graph.nodes["run:2"].y  # level with its run
+    svg = ElementTree.fromstring(to_svg(graph))  # well-formed, "<" escaped
+    texts = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+    assert "run <1>" in texts and "@champion" in texts
+    write_png(graph, tmp_path / "g.png")
+    with Image.open(tmp_path / "g.png") as image:
+        assert image.format == "PNG" and image.size == tuple(int(v) for v in graph.size())
