@@ -114,10 +114,8 @@ def format_history(model: str, events: list[dict[str, Any]]) -> str:
     lines = [f"{'#':>3}  {'time (UTC)':20} {'user':10} {'alias':9} {'decision':17} "
              f"{'move':9} reason"]
     for e in events:
-        move = (f"v{e['previous']}->v{e['new']}" if e["previous"] != e["new"]
-                else f"(v{e['candidate']})")
-        previous = "-" if e["previous"] is None else e["previous"]
-        move = move.replace("vNone", "-") if previous == "-" else move
+        before = "none" if e["previous"] is None else f"v{e['previous']}"
+        move = f"{before}->v{e['new']}" if e["previous"] != e["new"] else f"(v{e['candidate']})"
         lines.append(f"{e['seq']:>3}  {e['time'][:19]:20} {e['user'][:10]:10} "
                      f"{e['alias'][:9]:9} {e['decision']:17} {move:9} {e['reason']}")
     return "\n".join(lines)

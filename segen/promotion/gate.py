@@ -5,7 +5,9 @@ image is scored on its own, and a paired bootstrap of the mean difference decide
 Families, by registered model name:
 - segmentation (params.register): mean IoU or Dice per image (models.metrics);
 - clustering (params.register_kmeans / register_dbscan): adjusted Rand index per image
-  against the masks, or the silhouette when the data has no masks (models.cluster_metrics).
+  against the masks, or the silhouette when the data has no masks (models.cluster_metrics);
+- generation (register_generative.model_prefix + kind): FID under the pinned feature
+  extractor, lower is better (generation.py).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ PREPROCESS_TAG = "segen.key.preprocess"
 @dataclass(frozen=True)
 class Family:
     """How one kind of model is judged."""
-    name: str  # segmentation | clustering
+    name: str  # segmentation | clustering | generation
     gate: GateParams
     alias: str  # the champion alias of its register section
     higher_is_better: bool
@@ -50,8 +52,14 @@ def family_of(params: Params, model_name: str) -> Family:
     for section in (params.register_kmeans, params.register_dbscan):
         if model_name == section.model_name:
             return Family("clustering", gates.clustering, section.champion_alias, True)
+    from segen.promotion.generation import generation_kind
+
+    if generation_kind(params, model_name):
+        return Family("generation", gates.generation,
+                      params.register_generative.champion_alias, False)
     known = [params.register.model_name, params.register_kmeans.model_name,
-             params.register_dbscan.model_name]
+             params.register_dbscan.model_name,
+             f"{params.register_generative.model_prefix}<kind>"]
     raise ValueError(f"model {model_name!r}: no promotion gate for it; the gates cover the "
                      f"models params.yaml registers: {', '.join(known)}")
 
@@ -127,13 +135,20 @@ def compare(family: Family, metric: str, challenger: dict[str, np.ndarray],
     result = paired_bootstrap(challenger[metric], champion[metric],
                               samples=settings.bootstrap_samples,
                               confidence=settings.confidence, seed=settings.seed)
+    return decide(family, metric, result | {"challenger_metrics": _means(challenger),
+                                            "champion_metrics": _means(champion)}, params)
+
+
+def decide(family: Family, metric: str, result: dict[str, Any], params: Params
+           ) -> dict[str, Any]:
+    """A bootstrap result with the gate's settings and verdict added."""
+    settings = params.promote
     passed = clears_margin(result["ci_low"], result["ci_high"], family.gate.margin,
                            family.higher_is_better)
     return {"metric": metric, "higher_is_better": family.higher_is_better,
             "margin": family.gate.margin, "confidence": settings.confidence,
             "bootstrap_samples": settings.bootstrap_samples, "seed": settings.seed,
-            **result, "passed": passed,
-            "challenger_metrics": _means(challenger), "champion_metrics": _means(champion)}
+            **result, "passed": passed}
 
 
 def _means(scores: dict[str, np.ndarray]) -> dict[str, float | None]:

@@ -114,6 +114,12 @@ def _gate_report(project: Project, params: Params, registry: Any, family: gate.F
     """Both versions scored per image on the challenger's test split, then compared."""
     tags = registry.get_model_version(name, str(version)).tags or {}
     champion_tags = registry.get_model_version(name, str(champion)).tags or {}
+    if family.name == "generation":
+        from segen.promotion.generation import fid_report
+
+        compared = gate.decide(family, family.gate.metric, fid_report(
+            project, params, name, tags, champion_tags, (version, champion)), params)
+        return _report(family, compared, version, champion, tags, champion_tags)
     data = gate.load_test_data(project, tags, f"{name} v{version}")
     if data.masks is None and family.name == "segmentation":
         raise ValueError(f"{name} v{version}: its test data has no masks to score a "
@@ -122,9 +128,15 @@ def _gate_report(project: Project, params: Params, registry: Any, family: gate.F
     scores = {v: gate.per_image_scores(family, gate.predict_labels(name, str(v), data.images),
                                        data, params) for v in (version, champion)}
     compared = gate.compare(family, metric, scores[version], scores[champion], params)
+    return _report(family, compared, version, champion, tags, champion_tags)
+
+
+def _report(family: gate.Family, compared: dict[str, Any], version: int, champion: int,
+            tags: dict[str, str], champion_tags: dict[str, str]) -> dict[str, Any]:
+    data_version = tags.get(gate.DATA_VERSION_TAG)
     return {"family": family.name, **compared, "explanation": gate.explain(compared),
-            "test_data_version": data.data_version, "preprocess_key": data.preprocess_key,
-            "challenger": {"version": version, "data_version": data.data_version,
+            "test_data_version": data_version, "preprocess_key": tags.get(gate.PREPROCESS_TAG),
+            "challenger": {"version": version, "data_version": data_version,
                            "metrics": compared.pop("challenger_metrics")},
             "champion": {"version": champion,
                          "data_version": champion_tags.get(gate.DATA_VERSION_TAG),

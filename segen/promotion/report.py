@@ -19,8 +19,9 @@ def format_result(result: dict[str, Any]) -> str:
     elif report.get("note"):
         lines.append(report["note"])
     lines += ["", f"decision: {result['decision']} - {result['reason']}"]
-    moved = result["previous"] != result["champion"]
-    lines.append(f"{result['alias']}: v{result['previous']} -> v{result['champion']}" if moved
+    before = "none" if result["previous"] is None else f"v{result['previous']}"
+    lines.append(f"{result['alias']}: {before} -> v{result['champion']}"
+                 if result["previous"] != result["champion"]
                  else f"{result['alias']}: stays v{result['champion']}")
     return "\n".join(lines)
 
