@@ -10,7 +10,7 @@ from typing import Any
 EXIT_REJECTED = 3  # the gate kept the champion (scripts and CI can tell it from an error)
 EXIT_FAILED = 1  # another promotion of the model held its lock past promote.lock_timeout_s
 
-_EXIT_CODES = "exit status: 0 promoted, forced, first or already champion; 3 rejected by " \
+_EXIT_CODES = "Exit status: 0 promoted, forced, first or already champion; 3 rejected by " \
               "the gate; 2 bad input; 1 another promotion of the model held it too long"
 
 
@@ -45,7 +45,6 @@ def add_commands(sub: Any, data: Any) -> None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--params", default="params.yaml", help="params file (its promote "
                         "and mlflow sections)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -25,13 +25,11 @@ def promote(project: Project, params: Params, model_name: str, version: int | No
             force: bool = False, reason: str | None = None) -> dict[str, Any]:
     """Run the gate for one version (None: the latest) and move the champion alias when it
     passes (or when forced, with a reason). Returns the result with its gate report."""
-    from segen.tracking import client
-
     if force and not (reason or "").strip():
         raise ValueError("--force needs --reason TEXT: say why the gate is overridden (the "
                          "reason is kept in the alias history)")
     family = gate.family_of(params, model_name)
-    registry = client()
+    registry = _registry(project, params)
     version = _resolve_version(registry, model_name, version)
     with model_lock(project, model_name, params.promote.lock_timeout_s):
         for _ in range(_ATTEMPTS):
@@ -49,12 +47,10 @@ def promote(project: Project, params: Params, model_name: str, version: int | No
 def rollback(project: Project, params: Params, model_name: str, *, reason: str
              ) -> dict[str, Any]:
     """Move the champion back to the version it replaced, by the alias history."""
-    from segen.tracking import client
-
     if not (reason or "").strip():
         raise ValueError("rollback needs --reason TEXT: say why (it is kept in the history)")
     alias = gate.family_of(params, model_name).alias
-    registry = client()
+    registry = _registry(project, params)
     _resolve_version(registry, model_name, None)  # a clear error for an unknown model
     with model_lock(project, model_name, params.promote.lock_timeout_s):
         current = _holder(registry, model_name, alias)
@@ -75,9 +71,7 @@ def rollback(project: Project, params: Params, model_name: str, *, reason: str
 
 def alias_history(project: Project, params: Params, model_name: str) -> list[dict[str, Any]]:
     """Every recorded alias move and gate verdict of the model, oldest first."""
-    from segen.tracking import client
-
-    registry = client()
+    registry = _registry(project, params)
     _resolve_version(registry, model_name, None)
     return read_history(registry, model_name)
 
@@ -186,6 +180,14 @@ def _rollback_target(events: list[dict[str, Any]], alias: str, current: int | No
     moves = [e for e in events if e["alias"] == alias and e["new"] == current
              and e["previous"] not in (None, current)]
     return moves[-1]["previous"] if moves else None
+
+
+def _registry(project: Project, params: Params) -> Any:
+    """A client on the project's registry (MLFLOW_TRACKING_URI wins, as in every command)."""
+    from segen.tracking import client, configure_tracking
+
+    configure_tracking(project, params.mlflow)
+    return client()
 
 
 def _holder(registry: Any, name: str, alias: str) -> int | None:
