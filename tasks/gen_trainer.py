@@ -93,9 +93,11 @@ class GenTrainer:
         return sample(self.kind, self.nets, n, generator=fixed, **cond).float().cpu()
 
 
-def check_divergence(kind: str, epoch: int, losses: dict[str, float], grid: torch.Tensor,
-                     params: GenerativeParams) -> None:
-    """Raise GenerativeDivergenceError on a NaN/inf or huge loss or a collapsed generator."""
+def check_divergence(kind: str, epoch: int, epochs: int, losses: dict[str, float],
+                     grid: torch.Tensor, params: GenerativeParams) -> None:
+    """Raise GenerativeDivergenceError on a NaN/inf or huge loss, or a collapsed generator
+    in the second half of training (early on, e.g. with DCGAN's N(0, 0.02) init, every
+    sample is near constant: not trained yet, not collapsed)."""
     limit = params.divergence.max_loss
     for name, value in losses.items():
         if not torch.isfinite(torch.tensor(value)) or abs(value) > limit:
@@ -105,7 +107,7 @@ def check_divergence(kind: str, epoch: int, losses: dict[str, float], grid: torc
                 f"Lower {kind}.lr in params.yaml, or raise generative.divergence.max_loss "
                 "if losses this large are expected.")
     spread = float(grid.std(dim=0).mean())  # per-pixel std over the batch, averaged
-    if spread < params.divergence.collapse_std:
+    if 2 * epoch > epochs and spread < params.divergence.collapse_std:
         raise GenerativeDivergenceError(
             f"train_{kind} collapsed at epoch {epoch}: every sample looks the same (per-pixel "
             f"std {spread:.2g} < generative.divergence.collapse_std = "
@@ -147,7 +149,7 @@ def fit(project: Project, kind: str, preprocess: StageResult, generative: Genera
             losses = trainer.train_epoch(data, generative.batch_size)
             seconds += time.perf_counter() - start
             grid = trainer.samples(generative.sample_grid, cond)
-            check_divergence(kind, trainer.epoch, losses, grid, generative)
+            check_divergence(kind, trainer.epoch, params.epochs, losses, grid, generative)
             mlflow.log_metrics(losses, step=trainer.epoch)
             _log_grid(grid, Path(tmp) / f"epoch_{trainer.epoch:03d}.png")
             save_checkpoint(checkpoint, trainer.state(run.info.run_id))

@@ -58,6 +58,26 @@ def cold(tmp_path_factory, prefect_harness) -> tuple[Path, dict]:
     return root, pipeline(str(root), str(root / "params.yaml"))
 
 
+def test_divergence_checks() -> None:
+    """NaN/inf and huge losses always stop training; near-constant samples only count as a
+    collapse in the second half of the epochs (an untrained generator is not collapsed)."""
+    import torch
+
+    from segen.config import load_params
+    from tasks.gen_trainer import GenerativeDivergenceError, check_divergence
+
+    params = load_params(REPO / "params.yaml").generative
+    varied, constant = torch.randn(8, 3, 4, 4), torch.zeros(8, 3, 4, 4)
+    check_divergence("gan", 1, 10, {"d_loss": 1.0}, varied, params)
+    with pytest.raises(GenerativeDivergenceError, match=r"d_loss = nan.*gan\.lr"):
+        check_divergence("gan", 1, 10, {"d_loss": float("nan")}, varied, params)
+    with pytest.raises(GenerativeDivergenceError, match="max_loss"):
+        check_divergence("vae", 1, 10, {"loss": 10 * params.divergence.max_loss}, varied, params)
+    check_divergence("dcgan", 5, 10, {"g_loss": 1.0}, constant, params)  # first half
+    with pytest.raises(GenerativeDivergenceError, match="collapsed at epoch 6"):
+        check_divergence("dcgan", 6, 10, {"g_loss": 1.0}, constant, params)
+
+
 @slow
 def test_every_generative_stage_runs_then_caches(cold, run_pipeline) -> None:
     root, first = cold
@@ -104,7 +124,8 @@ def test_diverged_model_fails_alone(cold) -> None:
         assert by_name[name]["status"] == "failed" and "train_gan failed" in by_name[name]["reason"]
     assert summary["failed"] == sorted(_family("gan"), key=list(STAGES).index)
     others = _enabled(root) - _family("gan")
-    assert {by_name[n]["status"] for n in others} == {"cached"}
+    # cached (or ran, where a source file changed since the cold run): never failed
+    assert {by_name[n]["status"] for n in others} <= {"cached", "ran"}
     published = [p for p in (root / ".segen/store/train_gan").iterdir()
                  if not p.name.startswith(".")]
     assert len(published) == 1  # the cold run's: the diverged one published nothing
