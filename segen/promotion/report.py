@@ -39,14 +39,19 @@ def _comparison_table(result: dict[str, Any], report: dict[str, Any]) -> list[st
                 f"{(champion['data_version'] or '?')[:12]:>22}")
     better = "higher" if report["higher_is_better"] else "lower"
     rows += ["", f"metric       {report['metric']} ({better} is better)",
-             f"difference   {report['difference']:+.4f} (challenger - champion, mean over "
-             "images)",
+             f"difference   {report['difference']:+.4f} (challenger - champion, {_over(report)})",
              f"interval     [{report['ci_low']:+.4f}, {report['ci_high']:+.4f}] at "
              f"{report['confidence']:.0%} (paired bootstrap, {report['bootstrap_samples']} "
              f"resamples, seed {report['seed']})",
              f"margin       {report['margin']:g}: the whole interval must lie "
              f"{'above +' if report['higher_is_better'] else 'below -'}{report['margin']:g}"]
     return rows
+
+
+def _over(report: dict[str, Any]) -> str:
+    if report["family"] == "generation":  # FID is a statistic of the whole set
+        return f"{report['n_samples']} samples against {report['n_images']} test images"
+    return "mean over images"
 
 
 def _num(value: float | None) -> str:
