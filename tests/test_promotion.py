@@ -74,6 +74,23 @@ def test_champion_stack_replays_promotions_and_rollbacks():
               event("rollback", 2, 3)]
     assert champion_stack(events, "champion") == [1, 3]
     assert champion_stack(events + [event("rollback", 3, 1)], "champion") == [1]
+    registered = [event("register", None, 1), event("promote", 1, 4)]  # record_alias_move
+    assert champion_stack(registered, "champion") == [1, 4]
+
+
+def test_a_held_lock_makes_a_second_promotion_wait_then_fail_clearly(tmp_path):
+    from segen.project import Project
+    from segen.promotion import PromotionBusy
+    from segen.promotion.lock import model_lock
+
+    project = Project.at(tmp_path)
+    with model_lock(project, "m", 5.0) as path:
+        assert path == tmp_path / ".segen" / "locks" / "m.lock"
+        with pytest.raises(PromotionBusy, match=r"still holds .*m\.lock after 0\.3 s"):
+            with model_lock(project, "m", 0.3):
+                pass
+    with model_lock(project, "m", 0.3):  # released: free again
+        pass
 
 
 def test_fid_bootstrap_matches_torchmetrics_and_ranks_the_closer_model():
