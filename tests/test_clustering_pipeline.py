@@ -32,7 +32,8 @@ def test_clustering_stages_run_cache_register_and_compare(tiny_project: Path, ru
     import mlflow
 
     first = run_pipeline(tiny_project)
-    assert [s["name"] for s in first["stages"]][-7:] == CLUSTER_STAGES
+    names = [s["name"] for s in first["stages"]]  # later stages may follow (synthetic pairs)
+    assert [n for n in names if n in CLUSTER_STAGES] == CLUSTER_STAGES
     assert _ran(first) >= set(CLUSTER_STAGES)
     models = {m["name"]: m for m in first["models"]}
     for name in ("test-kmeans", "test-dbscan"):
