@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (REPO, bench_environment, busy_warning, fresh_dir, init_project,  # noqa: E402
-                     last_json, machine, segen_exe, table, write_json)
+                     last_json, machine, merge, segen_exe, table, write_json)
 
 KINDS = ("gan", "dcgan", "wgan_gp", "vae", "cgan", "cvae", "pix2pix", "cyclegan")
 STEPS = {"cpu": 10, "cuda": 50}
@@ -43,7 +43,7 @@ QUICK = {  # a smoke test: every stage runs, in a few minutes on 2 cores
                    # a few steps cannot spread samples: no collapse check (as tests/conftest)
                    "divergence": {"max_loss": 10000.0, "collapse_std": 0.0}},
     "feature_extractor": {"epochs": 1, "width": 4, "feature_dim": 8},
-    "generative_evaluate": {"kid_subset_size": 4},
+    "generative_evaluate": {"kid_subset_size": 4, "k": 1},
     "synthetic": {"n_pairs": 16},
     **{kind: {"epochs": 1, "width": 4} for kind in KINDS},
 }
@@ -116,7 +116,8 @@ def speed_and_memory(devices: list[str]) -> dict[str, Any]:
 def pipeline_run(quick: bool) -> dict[str, Any]:
     """A cold `segen run` with synthetic pairs on; every stage's result, from its pointer."""
     root = fresh_dir("segen-bench-gen-") / "proj"
-    init_project(root, {"synthetic": {"enabled": True}, **(QUICK if quick else {})})
+    overrides = merge(QUICK if quick else {}, {"synthetic": {"enabled": True}})
+    init_project(root, overrides)
     start = time.perf_counter()
     proc = subprocess.run([*segen_exe(), "run", "--json"], cwd=root, text=True,
                           capture_output=True, timeout=7200)
