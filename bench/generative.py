@@ -133,6 +133,39 @@ def pipeline_run(quick: bool) -> dict[str, Any]:
     return {"seconds": seconds, "summary": summary, "stages": stages, "root": root}
 
 
+CHAIN = ("version_data", "validate", "preprocess", "train_unet", "evaluate_unet",
+         "train_feature_extractor", "train_pix2pix", "evaluate_pix2pix", "register_pix2pix",
+         "synthesize_pairs", "train_unet_synthetic", "evaluate_unet_synthetic")
+
+
+def chain_child(root: str) -> dict[str, Any]:
+    """(in the child) only the stages the synthetic comparison needs, one after the other
+    (`segen stage NAME` each, in one process: one Prefect start)."""
+    from flows.pipeline import single_stage
+
+    os.chdir(root)  # as `segen stage` runs, from the project root
+    statuses = []
+    for name in CHAIN:
+        summary = single_stage(root, str(Path(root) / "params.yaml"), name)
+        statuses += [s for s in summary["stages"] if s["name"] == name]
+        print(f"  {name}: {statuses[-1]['status']}", file=sys.stderr, flush=True)
+    return {"stages": statuses}
+
+
+def synthetic_chain(quick: bool, unet_epochs: int | None) -> dict[str, Any]:
+    """The U-Net with vs without synthetic pairs, without the other models' stages."""
+    root = fresh_dir("segen-bench-gen-") / "proj"
+    overrides = merge(QUICK if quick else {}, {"synthetic": {"enabled": True}})
+    if unet_epochs:
+        overrides = merge(overrides, {"unet": {"epochs": unet_epochs}})
+    init_project(root, overrides)
+    start = time.perf_counter()
+    summary, _ = run_child(["--child-chain", str(root)])
+    stages = {p.stem: json.loads(p.read_text()) for p in (root / ".segen/stages").glob("*.json")}
+    return {"seconds": time.perf_counter() - start, "summary": summary, "stages": stages,
+            "root": root, "overrides": overrides}
+
+
 def quality(run: dict[str, Any]) -> dict[str, Any]:
     """FID/KID/precision/recall per model beside the references (from evaluate_<kind>)."""
     rows: dict[str, Any] = {}
@@ -209,12 +242,19 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
     p.add_argument("--skip-run", action="store_true", help="speed and memory only")
     p.add_argument("--skip-speed", action="store_true", help="the pipeline run only")
+    p.add_argument("--synthetic-only", action="store_true", help="only the stages of the "
+                   "U-Net with vs without synthetic pairs (pix2pix and its evaluation too)")
+    p.add_argument("--unet-epochs", type=int, help="override unet.epochs (both U-Nets)")
+    p.add_argument("--child-chain", help=argparse.SUPPRESS)
     p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     p.add_argument("--child-baseline", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child_baseline:
         import torch  # noqa: F401  what every child pays before it trains
         print(json.dumps({}))
+        return 0
+    if args.child_chain:
+        print(json.dumps(chain_child(args.child_chain)))
         return 0
     if args.child:
         kind, device, steps = args.child
@@ -231,7 +271,9 @@ def main() -> int:
     result: dict[str, Any] = {"machine": machine(), "quick": args.quick,
                               "speed": {} if args.skip_speed else speed_and_memory(devices)}
     if not args.skip_run:
-        run = pipeline_run(args.quick)
+        run = (synthetic_chain(args.quick, args.unet_epochs) if args.synthetic_only
+               else pipeline_run(args.quick))
+        result["overrides"] = run.get("overrides")
         result.update(run_seconds=run["seconds"], quality=quality(run),
                       synthetic=synthetic_effect(run),
                       stages={s["name"]: s["status"] for s in run["summary"]["stages"]})
