@@ -60,6 +60,14 @@ class ArtifactStore:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def discard(self, stage: str, key: str) -> None:
+        """Remove a published key (renamed aside first, so readers never see it half gone)."""
+        final = self.path(stage, key)
+        if final.exists():
+            doomed = final.with_name(f".discarded-{key}-{uuid.uuid4().hex}")
+            os.rename(final, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+
     def publish(self, stage: str, key: str, staged: Path, info: dict[str, Any],
                 digest: str | None = None) -> StageResult:
         """Atomically move a staged folder to its key; the first publisher wins."""

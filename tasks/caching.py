@@ -110,6 +110,7 @@ def stage_task(name: str, *, content_key: Callable[[Project], str] | None = None
             if existing is not None:  # e.g. Prefect's record was cleared but the artifact is here
                 return existing
             store = ArtifactStore(project.store)
+            store.discard(name, key)  # a stored result that no longer holds: make way for the new
             with store.staging(name) as staged:
                 output = body(**inputs, out=staged, key=key)
                 info = {**output.info, "params": _params_of(inputs)}

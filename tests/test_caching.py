@@ -89,3 +89,17 @@ def test_changed_source_reruns_dependent_stages(tiny_project: Path, run_pipeline
 
 def statuses_keys(summary: dict) -> dict[str, str]:
     return {s["name"]: s["key"] for s in summary["stages"]}
+
+
+def test_deleted_model_version_is_registered_again_and_reported(tiny_project: Path,
+                                                                run_pipeline) -> None:
+    from segen.tracking import client
+
+    first = run_pipeline(tiny_project)
+    unet = next(m for m in first["models"] if m["name"] == "test-unet")
+    client().delete_model_version("test-unet", str(unet["version"]))
+    second = run_pipeline(tiny_project)
+    assert statuses(second)["register_unet"] == "ran"
+    again = next(m for m in second["models"] if m["name"] == "test-unet")
+    assert again["version"] == unet["version"] + 1  # the new version, not the stored old one
+    client().get_model_version("test-unet", str(again["version"]))  # and it exists

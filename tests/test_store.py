@@ -47,3 +47,17 @@ def test_failed_stage_leaves_nothing(tmp_path: Path) -> None:
             raise RuntimeError("killed")
     assert store.load("s", "k") is None
     assert list((tmp_path / "s").iterdir()) == []
+
+
+def test_discard_then_publish_replaces_a_result_that_no_longer_holds(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    with store.staging("s") as staged:
+        (staged / "registration.json").write_text('{"version": 1}')
+        store.publish("s", "k", staged, {"version": 1})
+    store.discard("s", "k")  # e.g. its model version was deleted from the registry
+    assert store.load("s", "k") is None
+    with store.staging("s") as staged:
+        (staged / "registration.json").write_text('{"version": 2}')
+        new = store.publish("s", "k", staged, {"version": 2})
+    assert new.info == {"version": 2} and store.load("s", "k") == new
+    assert [p.name for p in (tmp_path / "s").iterdir()] == ["k"]
