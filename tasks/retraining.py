@@ -101,15 +101,34 @@ def check_stages(summary: dict[str, Any]) -> None:
                             "champions are unchanged): " + "; ".join(failed))
 
 
+def _gated_path(project: Project) -> Path:
+    return project.state / "retrain" / "gated.json"
+
+
+def gated(project: Project) -> dict[str, str]:
+    """"name/version" -> decision of every version a retraining run has gated."""
+    path = _gated_path(project)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def mark_gated(project: Project, model_name: str, version: str, decision: str) -> None:
+    done = gated(project) | {f"{model_name}/{version}": decision}
+    _gated_path(project).parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(_gated_path(project), json.dumps(done, indent=1, sort_keys=True) + "\n")
+
+
 def new_versions(project: Project, stages: list[dict[str, str]]) -> list[dict[str, Any]]:
-    """{stage, model_name, version, metrics} of each register stage that ran in this run."""
-    found = []
+    """{stage, model_name, version, metrics} of each model version this run's register
+    stages hold that no retraining run has gated yet: the ones registered now, and any a
+    failed earlier run registered (its next run finds that register stage cached)."""
+    done, found = gated(project), []
     for entry in stages:
         pointer = project.pointer(entry["name"])
-        if entry["status"] != "ran" or not pointer.is_file():
+        if entry["status"] not in ("ran", "cached") or not pointer.is_file():
             continue
         info = StageResult.from_json(pointer.read_text()).info
-        if "model_name" in info and "version" in info:
+        if "model_name" in info and "version" in info and (
+                f"{info['model_name']}/{info['version']}" not in done):
             found.append({"stage": entry["name"], "model_name": info["model_name"],
                           "version": str(info["version"]), "metrics": info.get("metrics", {})})
     return found
@@ -135,7 +154,7 @@ def _finite(value: Any) -> bool:
 @task(name="promote_new", cache_policy=NO_CACHE, persist_result=False)
 def promote_new(project: Project, params_path: str, stages: list[dict[str, str]]
                 ) -> list[dict[str, Any]]:
-    """Run the promotion gate on every model version this run registered."""
+    """Run the promotion gate on every model version registered and not gated yet."""
     from segen.promotion import promote
     from segen.promotion.gate import family_of
     from segen.tracking import configure_tracking
@@ -154,6 +173,7 @@ def promote_new(project: Project, params_path: str, stages: list[dict[str, str]]
             continue
         outcome = promote(project, params, v["model_name"], int(v["version"]),
                           reason="scheduled retraining (segen-retrain)")
+        mark_gated(project, v["model_name"], v["version"], outcome["decision"])
         decisions.append({"model": v["model_name"], "version": v["version"],
                           "decision": outcome["decision"], "gate": outcome})
     return decisions

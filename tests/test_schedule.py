@@ -188,7 +188,8 @@ def test_retraining_steps_refuse_failed_or_diverged_runs(tmp_path: Path) -> None
     """The checks that keep promotion away from a failed run (no servers needed)."""
     from segen.store import StageResult, write_atomic
     from tasks.retraining import (DivergedModelError, RetrainFailed, check_finite,
-                                  check_stages, new_versions, retrain_report, stages_for)
+                                  check_stages, mark_gated, new_versions, retrain_report,
+                                  stages_for)
 
     assert stages_for(["register_unet"]) == ["version_data", "validate", "preprocess",
                                              "train_unet", "evaluate_unet", "register_unet"]
@@ -206,7 +207,8 @@ def test_retraining_steps_refuse_failed_or_diverged_runs(tmp_path: Path) -> None
         write_atomic(project.pointer(name), StageResult(name, "k", "d", "p", {
             "model_name": f"m-{name}", "version": version,
             "metrics": {"mean_iou": float("nan") if version == 3 else 0.5}}).to_json())
-    found = new_versions(project, stages)  # the cached register stage registered nothing
+    mark_gated(project, "m-register_kmeans", "2", "rejected")  # judged by an earlier run
+    found = new_versions(project, stages)
     assert [(v["model_name"], v["version"]) for v in found] == [("m-register_unet", "3")]
     with pytest.raises(DivergedModelError, match="m-register_unet v3 \\(mean_iou\\)"):
         check_finite(found)
