@@ -28,18 +28,17 @@ def _clustering_stages(kind: str) -> tuple[StageSpec, ...]:
     """train/evaluate/register of one clustering segmenter (kind: kmeans or dbscan)."""
     return (
         StageSpec(f"train_{kind}", ("preprocess",), (kind,),
-                  _COMMON + (f"tasks.train_{kind}", "tasks.cluster_training") + _CLUSTERING,
-                  needs_masks=True),
+                  _COMMON + ("tasks.cluster_training",) + _CLUSTERING, needs_masks=True),
         StageSpec(f"evaluate_{kind}", ("preprocess", f"train_{kind}"), ("cluster_evaluate",),
-                  _COMMON + (f"tasks.evaluate_{kind}", "tasks.cluster_evaluation",
-                             "tasks.cluster_training", "tasks.unet_evaluation",
-                             "models.cluster_metrics") + _CLUSTERING, needs_masks=True),
+                  _COMMON + ("tasks.cluster_evaluation", "tasks.cluster_training",
+                             "tasks.unet_evaluation", "models.cluster_metrics") + _CLUSTERING,
+                  needs_masks=True),
         StageSpec(f"register_{kind}",
                   ("version_data", "preprocess", f"train_{kind}", f"evaluate_{kind}"),
                   (f"register_{kind}",),
-                  _COMMON + (f"tasks.register_{kind}", "tasks.cluster_registration",
-                             "tasks.registration", "segen.cluster_pyfunc", "segen.tracking")
-                  + _CLUSTERING, needs_masks=True),
+                  _COMMON + ("tasks.cluster_registration", "tasks.registration",
+                             "segen.cluster_pyfunc", "segen.tracking") + _CLUSTERING,
+                  needs_masks=True),
     )
 
 

@@ -1,5 +1,6 @@
-"""The evaluation behind evaluate_kmeans / evaluate_dbscan, and the label-map scores the
-comparison stage also takes of the U-Net (imported only when one of them runs).
+"""evaluate_kmeans / evaluate_dbscan: one body, one task per kind; the evaluation behind
+them, and the label-map scores the comparison stage also takes of the U-Net. Importing this
+module loads numpy only (scikit-learn and torch are imported when a stage runs).
 
 Scores on the test split:
 - ari: adjusted Rand index of each image against its mask, averaged over images (it
@@ -22,14 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prefect import Task
 
 from models import cluster_metrics as cm
 from models.clustering import NOISE, KMeansSegmenter, pixel_features
 from segen import clustering
 from segen.config import ClusterEvaluateParams
 from segen.hashing import hash_tree
+from segen.project import Project
 from segen.store import StageResult
-from tasks.caching import StageOutput
+from tasks.caching import StageOutput, family_stage_task
 from tasks.cluster_training import dataset_meta, load_arrays
 
 TIMING = "timing.json"
@@ -155,3 +158,16 @@ def _save_grid(images: np.ndarray, masks: np.ndarray, classes: np.ndarray, num_c
     grid = prediction_grid(torch.from_numpy(images[:n]), torch.from_numpy(masks[:n]).long(),
                            torch.from_numpy(shown), num_classes + 1)
     save_image(grid, path)
+
+
+def evaluate_clustering(name: str, *, project: Project, preprocess: StageResult,
+                        cluster_evaluate: ClusterEvaluateParams, out: Path, key: str,
+                        **trained: StageResult) -> StageOutput:
+    """metrics.json, per_image.npz and grid.png of one segmenter on the test split."""
+    kind = name.removeprefix("evaluate_")
+    return evaluate(preprocess, trained[f"train_{kind}"], cluster_evaluate, out)
+
+
+EVALUATE_TASKS: dict[str, Task] = {
+    f"evaluate_{kind}": family_stage_task(f"evaluate_{kind}", evaluate_clustering)
+    for kind in ("kmeans", "dbscan")}

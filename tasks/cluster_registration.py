@@ -1,15 +1,17 @@
-"""Registration behind register_kmeans / register_dbscan: the shared routine of
-tasks/registration.py with the clustering pyfunc."""
+"""register_kmeans / register_dbscan: one body, one task per kind. The shared routine of
+tasks/registration.py with the clustering pyfunc; each kind reads its own params section
+(register_kmeans, register_dbscan) and gets the same lineage tags as the U-Net."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from segen.config import RegisterParams
+from prefect import Task
+
 from segen.project import Project
 from segen.store import StageResult
-from tasks.registration import Registration
-from tasks.registration import register as register_model
+from tasks.caching import StageOutput, family_stage_task
+from tasks.registration import Registration, model_version_exists, register
 
 
 def _log_model(model_dir: Path, name: str) -> Any:
@@ -18,13 +20,25 @@ def _log_model(model_dir: Path, name: str) -> Any:
     return log_cluster_model(model_dir, name)
 
 
-def register(project: Project, stage: str, upstream: dict[str, StageResult],
-             register_params: RegisterParams, out: Path) -> dict[str, Any]:
-    """Log params, metrics, evaluation artifacts, dataset and pyfunc; register a version.
+def register_clustering(name: str, *, project: Project, version_data: StageResult,
+                        preprocess: StageResult, out: Path, key: str, **inputs: Any
+                        ) -> StageOutput:
+    """Log params, metrics, evaluation artifacts, dataset and pyfunc; register a new version
+    (the champion alias goes to the first version only).
 
-    upstream: version_data, preprocess, train_<kind>, evaluate_<kind> results.
+    inputs: train_<kind> and evaluate_<kind> results, and the register_<kind> section.
     """
-    kind = stage.removeprefix("register_")
-    what = Registration(stage=stage, section=stage, train=f"train_{kind}",
-                        evaluation=f"evaluate_{kind}", log_model=_log_model)
-    return register_model(project, what, upstream, register_params, register_params, out)
+    kind = name.removeprefix("register_")
+    train, evaluation = f"train_{kind}", f"evaluate_{kind}"
+    what = Registration(stage=name, section=name, train=train, evaluation=evaluation,
+                        log_model=_log_model)
+    upstream = {"version_data": version_data, "preprocess": preprocess,
+                train: inputs[train], evaluation: inputs[evaluation]}
+    params = inputs[name]
+    return StageOutput(register(project, what, upstream, params, params, out))
+
+
+REGISTER_TASKS: dict[str, Task] = {
+    f"register_{kind}": family_stage_task(f"register_{kind}", register_clustering,
+                                          still_valid=model_version_exists)
+    for kind in ("kmeans", "dbscan")}

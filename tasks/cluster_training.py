@@ -1,5 +1,7 @@
-"""Fitting the clustering segmenters behind train_kmeans / train_dbscan (imported only when
-one of them runs: it loads scikit-learn)."""
+"""train_kmeans / train_dbscan: one body, one task per kind (the stage graph in
+segen.stages names each one's inputs), and the fit behind them. Importing this module
+loads numpy only: scikit-learn is imported by models.clustering when a fit runs, so a
+fully cached pipeline never imports it."""
 from __future__ import annotations
 
 import json
@@ -8,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prefect import Task
 
 from models.clustering import DBSCANSegmenter
 from segen import clustering
+from segen.project import Project
 from segen.store import StageResult
+from tasks.caching import StageOutput, family_stage_task
 
 
 def dataset_meta(prepared: StageResult) -> dict[str, Any]:
@@ -51,3 +56,15 @@ def fit(preprocess: StageResult, kind: str, section: Any, out: Path) -> dict[str
     elif fitted is not None:
         info.update(n_clusters=config["n_clusters"], train_inertia=fitted.inertia)
     return info
+
+
+def train_clustering(name: str, *, project: Project, preprocess: StageResult, out: Path,
+                     key: str, **section: Any) -> StageOutput:
+    """Fit one segmenter on a train-split pixel sample (global mode); publishes it."""
+    kind = name.removeprefix("train_")
+    return StageOutput(fit(preprocess, kind, section[kind], out))
+
+
+TRAIN_TASKS: dict[str, Task] = {
+    f"train_{kind}": family_stage_task(f"train_{kind}", train_clustering)
+    for kind in ("kmeans", "dbscan")}

@@ -33,13 +33,10 @@ def stage_tasks() -> dict[str, Task]:
     from tasks.train_unet import train_unet
     from tasks.validate import validate
     from tasks.version_data import version_data
+    from tasks.cluster_evaluation import EVALUATE_TASKS as CLUSTER_EVALUATE
+    from tasks.cluster_registration import REGISTER_TASKS as CLUSTER_REGISTER
+    from tasks.cluster_training import TRAIN_TASKS as CLUSTER_TRAIN
     from tasks.compare_segmenters import compare_segmenters
-    from tasks.evaluate_dbscan import evaluate_dbscan
-    from tasks.evaluate_kmeans import evaluate_kmeans
-    from tasks.register_dbscan import register_dbscan
-    from tasks.register_kmeans import register_kmeans
-    from tasks.train_dbscan import train_dbscan
-    from tasks.train_kmeans import train_kmeans
     from tasks.evaluate_generative import EVALUATE_TASKS
     from tasks.register_generative import REGISTER_TASKS
     from tasks.train_feature_extractor import train_feature_extractor
@@ -55,8 +52,8 @@ def stage_tasks() -> dict[str, Task]:
                                            evaluate_unet_synthetic)})
     return generative | {t.name: t for t in (version_data, validate, preprocess, train_unet,
                                              evaluate_unet, register_unet)} | {
-        t.name: t for t in (train_kmeans, evaluate_kmeans, register_kmeans, train_dbscan,
-                            evaluate_dbscan, register_dbscan, compare_segmenters)}
+        **CLUSTER_TRAIN, **CLUSTER_EVALUATE, **CLUSTER_REGISTER,
+        compare_segmenters.name: compare_segmenters}
 
 
 @dataclass
