@@ -313,3 +313,27 @@ def test_concurrent_promotions_record_one_move(registry):
         "promoted", 1, 3)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert _champion(server.uri, UNET) == "3"
+
+
+@pytest.mark.slow
+def test_missing_test_data_or_model_fails_clearly_and_moves_nothing(registry):
+    from segen.config import load_params
+    from segen.project import Project
+    from segen.promotion import promote
+
+    project, server = registry
+    params, before = load_params(project / "params.yaml"), _champion(server.uri, UNET)
+    store = project / ".segen" / "store" / "preprocess"
+    (key,) = [p.name for p in store.iterdir() if not p.name.startswith(".")]
+    (store / key).rename(store / f".{key}-away")
+    try:
+        version = 2 if before != "2" else 1
+        with pytest.raises(FileNotFoundError, match=r"rerun `segen run`"):
+            promote(Project.at(project), params, UNET, version)
+    finally:
+        (store / f".{key}-away").rename(store / key)
+    with pytest.raises(ValueError, match="no registered version"):
+        promote(Project.at(project), params, "test-dbscan")  # its stages did not run here
+    with pytest.raises(ValueError, match="no promotion gate"):
+        promote(Project.at(project), params, "no-such-model")
+    assert _champion(server.uri, UNET) == before

@@ -75,7 +75,7 @@ def load_test_data(project: Project, version_tags: dict[str, str], where: str) -
     if not (root / "split.json").is_file():
         raise FileNotFoundError(
             f"{where} was trained on data version {data_version}, whose preprocessed test "
-            f"split ({root}) is no longer in the store. Recreate it by rerunning `segen run` "
+            f"split ({root}) is no longer in the store. To recreate it, rerun `segen run` "
             f"on that data version (check out its data.dvc and `dvc checkout`), then promote "
             "again.")
     index = json.loads((root / "split.json").read_text())["test"]

@@ -101,7 +101,7 @@ def _stored(store: ArtifactStore, stage: str, key: str | None, where: str) -> An
     if result is None:
         raise FileNotFoundError(
             f"{where}: the {stage} output its lineage tags point at (key {key}) is no longer "
-            f"in {store.root}. Recreate it by rerunning `segen run` on that data version, "
+            f"in {store.root}. To recreate it, rerun `segen run` on that data version, "
             "then promote again.")
     return result
 
