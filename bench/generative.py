@@ -152,10 +152,17 @@ def chain_child(root: str) -> dict[str, Any]:
     return {"stages": statuses}
 
 
-def synthetic_chain(quick: bool, unet_epochs: int | None) -> dict[str, Any]:
+def synthetic_chain(quick: bool, unet_epochs: int | None, settings: list[str]
+                    ) -> dict[str, Any]:
     """The U-Net with vs without synthetic pairs, without the other models' stages."""
+    import yaml
+
     root = fresh_dir("segen-bench-gen-") / "proj"
     overrides = merge(QUICK if quick else {}, {"synthetic": {"enabled": True}})
+    for setting in settings:
+        key, value = setting.split("=", 1)
+        section, name = key.split(".", 1)
+        overrides = merge(overrides, {section: {name: yaml.safe_load(value)}})
     if unet_epochs:
         overrides = merge(overrides, {"unet": {"epochs": unet_epochs}})
     init_project(root, overrides)
@@ -245,6 +252,8 @@ def main() -> int:
     p.add_argument("--synthetic-only", action="store_true", help="only the stages of the "
                    "U-Net with vs without synthetic pairs (pix2pix and its evaluation too)")
     p.add_argument("--unet-epochs", type=int, help="override unet.epochs (both U-Nets)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a params.yaml value (with --synthetic-only)")
     p.add_argument("--child-chain", help=argparse.SUPPRESS)
     p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     p.add_argument("--child-baseline", action="store_true", help=argparse.SUPPRESS)
@@ -271,7 +280,7 @@ def main() -> int:
     result: dict[str, Any] = {"machine": machine(), "quick": args.quick,
                               "speed": {} if args.skip_speed else speed_and_memory(devices)}
     if not args.skip_run:
-        run = (synthetic_chain(args.quick, args.unet_epochs) if args.synthetic_only
+        run = (synthetic_chain(args.quick, args.unet_epochs, args.set) if args.synthetic_only
                else pipeline_run(args.quick))
         result["overrides"] = run.get("overrides")
         result.update(run_seconds=run["seconds"], quality=quality(run),
