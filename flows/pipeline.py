@@ -8,7 +8,7 @@ from prefect import flow
 
 from segen.config import load_params
 from segen.project import Project
-from segen.stages import STAGES
+from segen.stages import STAGES, stages_for
 from segen.store import StageResult
 from segen.summary import summarise
 from segen.tracking import configure_tracking
@@ -17,13 +17,15 @@ from tasks.version_data import ensure_data
 
 
 @flow(name="segen-pipeline", log_prints=True)
-def pipeline(project_dir: str, params_path: str) -> dict[str, Any]:
-    """Every stage in order; each one a cache hit when its inputs are unchanged."""
+def pipeline(project_dir: str, params_path: str, targets: list[str] | None = None
+             ) -> dict[str, Any]:
+    """Every stage in order (or only targets and what they depend on); each one a cache hit
+    when its inputs are unchanged."""
     project, params = Project.at(project_dir), load_params(Path(params_path))
     configure_tracking(project, params.mlflow)
     data_source = ensure_data(project, params.data, params.dataset)
     stages = StageLog(project, params)
-    for name in STAGES:
+    for name in (STAGES if targets is None else stages_for(targets)):
         stages.run(name)
     return summarise(project, params, stages.results, stages.statuses, data_source)
 

@@ -8,22 +8,16 @@ promote_new never runs, so the champion stays as it was.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, runtime
 
 from flows.pipeline import pipeline
-from segen.config import load_params
 from segen.data_lock import data_lock
 from segen.project import Project
-from segen.summary import summarise
-from segen.tracking import configure_tracking
 from tasks.retraining import (check_stages, format_report, last_data_version, promote_new,
-                              record_success, retrain_report, skipped_report, stages_for,
+                              record_success, retrain_report, skipped_report,
                               unchanged_since_last_success)
-from tasks.stage_log import StageLog
-from tasks.version_data import ensure_data
 
 
 @flow(name="segen-retrain", log_prints=True)
@@ -39,8 +33,7 @@ def retrain(project_dir: str, params_path: str, targets: list[str] | None = None
         if skip_unchanged and unchanged_since_last_success(project, params_path, targets):
             report = skipped_report(before)
         else:
-            summary = (pipeline(project_dir, params_path) if targets is None
-                       else pipeline_stages(project_dir, params_path, targets))
+            summary = pipeline(project_dir, params_path, targets)
             check_stages(summary)  # a failed stage fails the run before any promotion
             decisions = promote_new(project, params_path, summary["stages"])
             report = retrain_report(before, summary, decisions)
@@ -48,15 +41,3 @@ def retrain(project_dir: str, params_path: str, targets: list[str] | None = None
         record_success(project, params_path, targets, report)
     print(format_report(report))
     return report
-
-
-@flow(name="segen-pipeline-stages", log_prints=True)
-def pipeline_stages(project_dir: str, params_path: str, targets: list[str]) -> dict[str, Any]:
-    """The pipeline restricted to targets and the stages they depend on, in graph order."""
-    project, params = Project.at(project_dir), load_params(Path(params_path))
-    configure_tracking(project, params.mlflow)
-    data_source = ensure_data(project, params.data, params.dataset)
-    stages = StageLog(project, params)
-    for name in stages_for(targets):
-        stages.run(name)
-    return summarise(project, params, stages.results, stages.statuses, data_source)

@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(metavar="COMMAND")
 
     run = command(sub, "run", "run the whole pipeline (cached stages are skipped)", _run)
+    run.add_argument("--stages", nargs="+", metavar="STAGE", help="only these stages and the "
+                     "stages they depend on (e.g. register_unet)")
     _params_and_json(run)
     stage = command(sub, "stage", "run one stage on its upstream stages' latest results",
                      _stage)
@@ -116,9 +118,13 @@ def _run_flow(call: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
 
 def _run(args: argparse.Namespace) -> int:
     from flows.pipeline import pipeline
+    from segen.stages import stages_for
 
+    if args.stages:
+        stages_for(args.stages)  # unknown names fail before Prefect starts
     args.project.require_dvc()
-    summary = _run_flow(lambda: pipeline(str(args.project.root), params_path(args)))
+    summary = _run_flow(lambda: pipeline(str(args.project.root), params_path(args),
+                                         args.stages))
     return EXIT_BAD_INPUT if summary is None else _report(summary, args.json)
 
 

@@ -98,7 +98,8 @@ def _data_add(args: argparse.Namespace) -> int:
 def _retrain(args: argparse.Namespace) -> int:
     from flows.retrain import retrain
     from segen.cli import params_path
-    from tasks.retraining import RetrainFailed, format_report, stages_for
+    from segen.stages import stages_for
+    from tasks.retraining import RetrainFailed, format_report
     from tasks.validate import DataValidationError
 
     args.project.require_dvc()
@@ -130,7 +131,7 @@ def _schedule(args: argparse.Namespace) -> int:
     args.project.require_dvc()
     load_params(Path(params_path(args)))  # a bad params file fails now, not at the first run
     if args.stages:
-        from tasks.retraining import stages_for
+        from segen.stages import stages_for
 
         stages_for(args.stages)
     if args.interval is not None and args.interval <= 0:

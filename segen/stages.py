@@ -167,6 +167,19 @@ STAGE_DESCRIPTIONS = {
 }
 
 
+def stages_for(targets: list[str]) -> list[str]:
+    """targets and every stage they depend on, in the graph's order."""
+    if unknown := [t for t in targets if t not in STAGES]:
+        raise ValueError(f"unknown stage(s) {unknown}; expected names from {list(STAGES)}")
+    needed, todo = set(), list(targets)
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo.extend(STAGES[name].upstream)
+    return [name for name in STAGES if name in needed]
+
+
 def stage(name: str) -> StageSpec:
     try:
         return STAGES[name]

@@ -26,19 +26,6 @@ from tasks.version_data import recorded_version
 _FLOW_SOURCES = ("flows.pipeline", "flows.retrain", "tasks.retraining", "tasks.stage_log")
 
 
-def stages_for(targets: list[str]) -> list[str]:
-    """targets and every stage they depend on, in the graph's order."""
-    if unknown := [t for t in targets if t not in STAGES]:
-        raise ValueError(f"unknown stage(s) {unknown}; expected names from {list(STAGES)}")
-    needed, todo = set(), list(targets)
-    while todo:
-        name = todo.pop()
-        if name not in needed:
-            needed.add(name)
-            todo.extend(STAGES[name].upstream)
-    return [name for name in STAGES if name in needed]
-
-
 def fingerprint(project: Project, params_path: str, targets: list[str] | None) -> str | None:
     """Hash of what decides a retraining run: data/ content and its recorded DVC version, the
     params file, the stages asked for and every stage's source. None while data/ is absent

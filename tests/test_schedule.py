@@ -188,8 +188,8 @@ def test_retraining_steps_refuse_failed_or_diverged_runs(tmp_path: Path) -> None
     """The checks that keep promotion away from a failed run (no servers needed)."""
     from segen.store import StageResult, write_atomic
     from tasks.retraining import (DivergedModelError, RetrainFailed, check_finite,
-                                  check_stages, mark_gated, new_versions, retrain_report,
-                                  stages_for)
+                                  check_stages, mark_gated, new_versions, retrain_report)
+    from segen.stages import stages_for
 
     assert stages_for(["register_unet"]) == ["version_data", "validate", "preprocess",
                                              "train_unet", "evaluate_unet", "register_unet"]
