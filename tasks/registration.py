@@ -145,4 +145,9 @@ def claim_first_champion(registry: Any, register_params: RegisterParams) -> str:
         versions = registry.search_model_versions(f"name='{name}'")
         first = str(min(int(v.version) for v in versions))
         registry.set_registered_model_alias(name, alias, first)
+        from segen.promotion.history import record_alias_move
+
+        record_alias_move(name, alias=alias, previous=None, new=int(first), action="register",
+                          decision="first", reason="first registered version",
+                          candidate=int(first), registry=registry)  # history starts here
     return str(registry.get_registered_model(name).aliases[alias])
