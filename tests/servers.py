@@ -77,7 +77,7 @@ def _stop_group(process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def mlflow_server(root: Path, port: int | None = None, timeout: float = 120) -> Iterator[str]:
+def mlflow_server(root: Path, port: int | None = None, timeout: float = 300) -> Iterator[str]:
     """`mlflow server` with a SQLite store and served artifacts under root; yields its URI."""
     root.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -92,7 +92,7 @@ def mlflow_server(root: Path, port: int | None = None, timeout: float = 120) -> 
 
 
 @contextmanager
-def prefect_server(root: Path, port: int | None = None, timeout: float = 180) -> Iterator[str]:
+def prefect_server(root: Path, port: int | None = None, timeout: float = 300) -> Iterator[str]:
     """`prefect server start` (SQLite, no UI) with its state under root; yields the API URL."""
     root.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
