@@ -83,7 +83,7 @@ class StageLog:
         except Exception as err:
             if name in _SHARED:
                 raise
-            log.error("stage %s failed: %s", name, err, exc_info=True)
+            log.error("stage %s failed: %s", name, err)  # Prefect logged the traceback
             self._record(name, "failed", f"{type(err).__name__}: {err}")
             return None
         self.results[name] = result
