@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -108,14 +109,30 @@ def run_pipeline(prefect_harness) -> Callable[[Path], dict[str, Any]]:
     """Run the real flow in-process (under the session's Prefect harness)."""
     from flows.pipeline import pipeline
 
-    def run(project: Path) -> dict[str, Any]:
-        return pipeline(str(project), str(project / "params.yaml"))
+    def run(project: Path, targets: list[str] | None = None) -> dict[str, Any]:
+        return pipeline(str(project), str(project / "params.yaml"), targets)
 
     return run
 
 
+# The U-Net's stages only: tests about the pipeline's mechanics need no other model family.
+UNET = ["register_unet"]
+
+
 def statuses(summary: dict[str, Any]) -> dict[str, str]:
     return {s["name"]: s["status"] for s in summary["stages"]}
+
+
+def wait_for_checkpoint(work: Path, proc: subprocess.Popen, timeout: float) -> Path:
+    """The first checkpoint.pt under work/<key>/ while proc trains (fails if it ends first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = list(work.glob("*/checkpoint.pt"))
+        if found:
+            return found[0]
+        assert proc.poll() is None, "training ended before it could be interrupted"
+        time.sleep(0.05)
+    raise TimeoutError("no checkpoint appeared")
 
 
 def segen_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -8,12 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import init_project, segen_cli, statuses, write_params
+from conftest import init_project, segen_cli, statuses, wait_for_checkpoint, write_params
 from segen.stages import GENERATIVE_KINDS, STAGES
 
 slow = pytest.mark.slow
@@ -138,17 +137,6 @@ def test_diverged_model_fails_alone(cold) -> None:
     write_params(root, {"gan": {"lr": 0.0002}})
 
 
-def _wait_for_checkpoint(work: Path, proc: subprocess.Popen, timeout: float) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = list(work.glob("*/checkpoint.pt"))
-        if found:
-            return found[0]
-        assert proc.poll() is None, "training ended before it could be interrupted"
-        time.sleep(0.05)
-    raise TimeoutError("no checkpoint appeared")
-
-
 @slow
 def test_killed_generative_training_resumes(cold) -> None:
     import torch
@@ -160,7 +148,7 @@ def test_killed_generative_training_resumes(cold) -> None:
                             cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        checkpoint = _wait_for_checkpoint(root / ".segen/work/train_vae", proc, 300)
+        checkpoint = wait_for_checkpoint(root / ".segen/work/train_vae", proc, 300)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:

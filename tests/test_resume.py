@@ -6,38 +6,26 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import segen_cli, write_params
+from conftest import segen_cli, wait_for_checkpoint, write_params
 
 pytestmark = pytest.mark.slow
 
 
-def _wait_for_checkpoint(work: Path, proc: subprocess.Popen, timeout: float) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = list(work.glob("*/checkpoint.pt"))
-        if found:
-            return found[0]
-        assert proc.poll() is None, "training ended before it could be interrupted"
-        time.sleep(0.05)
-    raise TimeoutError("no checkpoint appeared")
-
-
 def test_killed_training_resumes_to_the_configured_epochs(tiny_project: Path, run_pipeline
                                                           ) -> None:
-    run_pipeline(tiny_project)  # every upstream stage, so `segen stage train_unet` can run
+    run_pipeline(tiny_project, ["preprocess"])  # every upstream stage, so `segen stage train_unet` can run
     epochs = 40
     write_params(tiny_project, {"unet": {"epochs": epochs}})
     proc = subprocess.Popen([sys.executable, "-m", "segen.cli", "stage", "train_unet"],
                             cwd=tiny_project, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        checkpoint = _wait_for_checkpoint(tiny_project / ".segen/work/train_unet", proc, 300)
+        checkpoint = wait_for_checkpoint(tiny_project / ".segen/work/train_unet", proc, 300)
         os.killpg(proc.pid, signal.SIGKILL)  # mid-epoch 2 (or later): never a clean stop
         proc.wait()
     finally:
