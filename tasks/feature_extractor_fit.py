@@ -34,7 +34,9 @@ def fit_feature_extractor(images: torch.Tensor, labels: torch.Tensor, val_images
                           val_labels: torch.Tensor, *, image_size: int, width: int,
                           feature_dim: int, epochs: int, batch_size: int, lr: float, seed: int,
                           n_classes: int) -> tuple[FeatureClassifier, dict[str, float]]:
-    """Cross-entropy, AdamW, seeded shuffles; returns the model on the CPU in eval mode and
+    """Cross-entropy, AdamW with a one-cycle schedule peaking at lr, random quarter turns and
+    mirrors (a shape's class does not change under them), seeded shuffles, batch-norm
+    statistics recomputed at the end; returns the model on the CPU in eval mode and
     {"val_accuracy", "train_accuracy", "train_loss", "train_seconds", "epochs"}."""
     _check_labels(labels, val_labels, n_classes)
     x, y = to_unit_range(images, image_size), labels.long()
@@ -45,10 +47,14 @@ def fit_feature_extractor(images: torch.Tensor, labels: torch.Tensor, val_images
         model = FeatureClassifier(x.shape[1], image_size, n_classes, width, feature_dim)
     model = model.to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr)
+    steps = epochs * -(-len(x) // batch_size)
+    # Warm up then anneal: a constant lr stalls or oscillates in a run this short.
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, total_steps=max(steps, 1))
     generator = torch.Generator().manual_seed(seed)
     start, loss = time.perf_counter(), float("nan")
     for _ in range(epochs):
-        loss = _train_epoch(model, optimiser, x, y, batch_size, generator, device)
+        loss = _train_epoch(model, optimiser, schedule, (x, y), batch_size, generator, device)
+    recalibrate_batch_norm(model, x, batch_size, device)
     seconds = time.perf_counter() - start
     model = model.cpu().eval()
     return model, {"val_accuracy": class_accuracy(model, x_val, val_labels)["accuracy"],
@@ -56,19 +62,48 @@ def fit_feature_extractor(images: torch.Tensor, labels: torch.Tensor, val_images
                    "train_loss": loss, "train_seconds": seconds, "epochs": float(epochs)}
 
 
-def _train_epoch(model: FeatureClassifier, optimiser: torch.optim.Optimizer, x: torch.Tensor,
-                 y: torch.Tensor, batch_size: int, generator: torch.Generator,
-                 device: torch.device) -> float:
+def _dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(B, C, H, W) turned by a random multiple of 90 degrees, then mirrored or not (one draw
+    for the whole batch: cheap, and over an epoch every batch gets its own)."""
+    k, flip = (int(v) for v in torch.randint(0, 4, (2,), generator=generator))
+    x = torch.rot90(x, k, (2, 3))
+    return x.flip(3) if flip % 2 else x
+
+
+def _train_epoch(model: FeatureClassifier, optimiser: torch.optim.Optimizer,
+                 schedule: torch.optim.lr_scheduler.LRScheduler,
+                 data: tuple[torch.Tensor, torch.Tensor], batch_size: int,
+                 generator: torch.Generator, device: torch.device) -> float:
     """One pass in seeded random order; returns the mean training loss."""
+    x, y = data
     model.train()
     total = torch.zeros((), device=device)
     for idx in batch_indices(len(x), batch_size, generator):
-        loss = F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
+        # Without augmentation a few hundred images are memorised (train 0.98, val at chance).
+        loss = F.cross_entropy(model(_dihedral(x[idx], generator).to(device)), y[idx].to(device))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
+        schedule.step()
         total = total + loss.detach() * len(idx)  # stays on device: no sync per step
     return float(total) / len(x)
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(model: FeatureClassifier, x: torch.Tensor, batch_size: int,
+                           device: torch.device) -> None:
+    """Running statistics = exact averages over x under the final weights (momentum None is
+    a cumulative average), so eval-mode features do not lag behind the last updates."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    model.train()
+    for batch in x.split(batch_size):
+        model.feature_map(batch.to(device))
+    for norm in norms:
+        norm.momentum = 0.1  # PyTorch's default again
+    model.eval()
 
 
 def _check_labels(labels: torch.Tensor, val_labels: torch.Tensor, n_classes: int) -> None:
