@@ -58,11 +58,13 @@ def model_version_exists(project: Project, result: StageResult) -> bool:
 
 
 def _sqlite_has_version(db: Path, name: str, version: str) -> bool:
-    """MLflow's model_versions table (name, version): its schema since MLflow 1.x."""
+    """MLflow's model_versions table (name, version, current_stage): its schema since MLflow
+    1.x. A deleted version keeps its row, marked current_stage = 'Deleted_Internal'."""
     if not db.is_file():
         return False
     with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        row = conn.execute("SELECT 1 FROM model_versions WHERE name = ? AND version = ?",
+        row = conn.execute("SELECT 1 FROM model_versions WHERE name = ? AND version = ? "
+                           "AND current_stage != 'Deleted_Internal'",
                            (name, int(version))).fetchone()
     return row is not None
 

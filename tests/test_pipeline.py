@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import statuses
+from conftest import UNET, statuses
 
 pytestmark = pytest.mark.slow
 STAGE_NAMES = ["version_data", "validate", "preprocess", "train_unet", "evaluate_unet",
@@ -27,7 +27,7 @@ def _mlflow_client(project: Path):
 
 
 def test_cold_run_then_fully_cached(tiny_project: Path, run_pipeline) -> None:
-    first = run_pipeline(tiny_project)
+    first = run_pipeline(tiny_project, UNET)
     assert [s["name"] for s in first["stages"]] == STAGE_NAMES
     assert set(statuses(first).values()) == {"ran"}
     assert first["data_source"] == "generated"
@@ -37,7 +37,7 @@ def test_cold_run_then_fully_cached(tiny_project: Path, run_pipeline) -> None:
     assert model["version"] == 1 and model["champion"]
     assert 0.0 <= model["metrics"]["mean_iou"] <= 1.0
 
-    second = run_pipeline(tiny_project)
+    second = run_pipeline(tiny_project, UNET)
     assert set(statuses(second).values()) == {"cached"}
     assert [s["key"] for s in second["stages"]] == [s["key"] for s in first["stages"]]
     assert second["models"][0]["version"] == 1
@@ -48,7 +48,7 @@ def test_cold_run_then_fully_cached(tiny_project: Path, run_pipeline) -> None:
 def test_registered_model_lineage_and_pyfunc(tiny_project: Path, run_pipeline) -> None:
     import mlflow
 
-    summary = run_pipeline(tiny_project)
+    summary = run_pipeline(tiny_project, UNET)
     client = _mlflow_client(tiny_project)
     version = client.get_model_version("test-unet", "1")
     keys = {s["name"]: s["key"] for s in summary["stages"]}
@@ -77,7 +77,7 @@ def test_registered_model_lineage_and_pyfunc(tiny_project: Path, run_pipeline) -
 
 
 def test_training_logged_per_epoch(tiny_project: Path, run_pipeline) -> None:
-    summary = run_pipeline(tiny_project)
+    summary = run_pipeline(tiny_project, UNET)
     pointer = json.loads((tiny_project / ".segen/stages/train_unet.json").read_text())
     client = _mlflow_client(tiny_project)
     history = client.get_metric_history(pointer["info"]["mlflow_run_id"], "val_mean_iou")
