@@ -12,15 +12,28 @@ from segen.project import Project
 _EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
 
 
+_SET_BY_SEGEN = "SEGEN_SET_MLFLOW_TRACKING_URI"  # the URI configure_tracking chose itself
+
+
+def _user_uri() -> str | None:
+    """MLFLOW_TRACKING_URI unless segen itself put it there (for another project earlier in
+    this process: that is not the user's choice)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    return None if uri and uri == os.environ.get(_SET_BY_SEGEN) else uri
+
+
 def tracking_uri(project: Project, params: MlflowParams) -> str:
-    """MLFLOW_TRACKING_URI wins, then params.yaml, then the embedded SQLite store."""
-    return (os.environ.get("MLFLOW_TRACKING_URI") or params.tracking_uri
-            or f"sqlite:///{project.mlflow_db}")
+    """The user's MLFLOW_TRACKING_URI wins, then params.yaml, then the embedded SQLite store."""
+    return _user_uri() or params.tracking_uri or f"sqlite:///{project.mlflow_db}"
 
 
 def configure_tracking(project: Project, params: MlflowParams) -> str:
     """Point this process (and lazily imported mlflow) at the store; no mlflow import."""
     uri = tracking_uri(project, params)
+    if _user_uri():
+        os.environ.pop(_SET_BY_SEGEN, None)
+    else:
+        os.environ[_SET_BY_SEGEN] = uri
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ[_EXPERIMENT_ENV] = params.experiment
     project.state.mkdir(parents=True, exist_ok=True)
