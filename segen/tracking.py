@@ -30,10 +30,8 @@ def tracking_uri(project: Project, params: MlflowParams) -> str:
 def configure_tracking(project: Project, params: MlflowParams) -> str:
     """Point this process (and lazily imported mlflow) at the store; no mlflow import."""
     uri = tracking_uri(project, params)
-    if _user_uri():
-        os.environ.pop(_SET_BY_SEGEN, None)
-    else:
-        os.environ[_SET_BY_SEGEN] = uri
+    if not _user_uri():  # the marker stays while the user's URI rules: restoring the old
+        os.environ[_SET_BY_SEGEN] = uri  # segen-set URI later must still read as segen's
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ[_EXPERIMENT_ENV] = params.experiment
     project.state.mkdir(parents=True, exist_ok=True)

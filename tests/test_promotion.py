@@ -145,7 +145,7 @@ def registry(tmp_path_factory, prefect_harness):
     root = tmp_path_factory.mktemp("promotion")
     server = _Server(root / "mlflow")
     server.start()
-    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    saved = dict(os.environ)  # the stages also set segen's tracking variables
     os.environ["MLFLOW_TRACKING_URI"] = server.uri
     project = init_project(root / "proj", {"unet": _MEDIUM})
     _binary_shapes(root / "shapes", project / "data")
@@ -164,10 +164,8 @@ def registry(tmp_path_factory, prefect_harness):
         yield project, server
     finally:
         server.stop()
-        if saved is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _binary_shapes(scratch: Path, data: Path) -> None:
@@ -233,18 +231,18 @@ def test_gate_force_rollback_and_history_over_a_server(registry):
     back = rollback(Project.at(project), params, UNET, reason="v2 is worse")
     assert (back["champion"], _champion(server.uri, UNET)) == (3, "3")
 
-    expected = [("rejected", 1, 1, 2), ("promoted", 1, 3, 3), ("forced", 3, 2, 2),
-                ("rollback", 2, 3, 3)]
+    expected = [("first", None, 1, 1), ("rejected", 1, 1, 2), ("promoted", 1, 3, 3),
+                ("forced", 3, 2, 2), ("rollback", 2, 3, 3)]
     server.stop()
     server.start()  # same store, same port: the history lives in the registry
     _, history = _cli(project, "history", UNET)
     assert [(e["decision"], e["previous"], e["new"], e["candidate"])
             for e in history["events"]] == expected
-    assert [e["seq"] for e in history["events"]] == [1, 2, 3, 4]
+    assert [e["seq"] for e in history["events"]] == [1, 2, 3, 4, 5]
     events = history["events"]
-    assert events[2]["reason"] == "demo for the customer" and events[3]["reason"] == "v2 is worse"
+    assert events[3]["reason"] == "demo for the customer" and events[4]["reason"] == "v2 is worse"
     assert all(e["user"] and e["time"].endswith("+00:00") for e in events)
-    assert events[1]["report"].startswith("runs:/")
+    assert events[2]["report"].startswith("runs:/")
     assert alias_history(Project.at(project), params, UNET) == events
     text = segen_cli("history", UNET, cwd=project).stdout
     assert "v1->v3" in text and "demo for the customer" in text

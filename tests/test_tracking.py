@@ -24,3 +24,15 @@ def test_the_users_uri_wins_every_time(tmp_path: Path) -> None:
     os.environ["MLFLOW_TRACKING_URI"] = "http://127.0.0.1:5000"
     for name in ("a", "b"):
         assert configure_tracking(Project.at(tmp_path / name), EMBEDDED) == "http://127.0.0.1:5000"
+
+
+def test_restoring_a_segen_set_uri_after_the_users_keeps_it_segens(tmp_path: Path) -> None:
+    """A fixture sets a server URI for a while, then puts the earlier value back: that value
+    was segen's choice for project a and must not follow project b (it did, in CI)."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    earlier = configure_tracking(Project.at(tmp_path / "a"), EMBEDDED)
+    os.environ["MLFLOW_TRACKING_URI"] = "http://127.0.0.1:5000"
+    configure_tracking(Project.at(tmp_path / "a"), EMBEDDED)
+    os.environ["MLFLOW_TRACKING_URI"] = earlier
+    assert configure_tracking(Project.at(tmp_path / "b"), EMBEDDED) == \
+        f"sqlite:///{tmp_path / 'b' / '.segen' / 'mlflow.db'}"
