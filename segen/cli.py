@@ -41,27 +41,20 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(metavar="COMMAND")
 
     run = command(sub, "run", "run the whole pipeline (cached stages are skipped)", _run)
-    run.add_argument("--stages", nargs="+", metavar="STAGE", help="only these stages and the "
-                     "stages they depend on (e.g. register_unet)")
-    _params_and_json(run)
+    stages_option(run)
+    params_and_json(run)
     stage = command(sub, "stage", "run one stage on its upstream stages' latest results",
                      _stage)
     stage.add_argument("name", help="stage name (see dvc.yaml)")
-    _params_and_json(stage)
+    params_and_json(stage)
 
     data = sub.add_parser("data", help="manage the dataset in data/").add_subparsers(
         metavar="ACTION")
     generate = command(data, "generate", "write the default shapes dataset into data/",
                         _data_generate)
     generate.add_argument("--force", action="store_true", help="replace an existing data/")
-    generate.add_argument("--params", default="params.yaml")
-    pairs = command(data, "import-pairs", "import paired image/mask folders as a new data "
-                     "version", _data_import_pairs)
-    pairs.add_argument("images_dir", type=Path)
-    pairs.add_argument("masks_dir", type=Path)
-    pairs.add_argument("--classes", nargs="+", help="class names, index 0 first")
-    pairs.add_argument("--class-map", help='RGB palette masks: "R,G,B=name;R,G,B=name"')
-    pairs.add_argument("--params", default="params.yaml")
+    generate.add_argument("--params", default="params.yaml", help="params file (its dataset "
+                          "section: size and count)")
 
     predict = command(sub, "predict", "label maps and overlays from a registered model",
                        _predict)
@@ -70,8 +63,7 @@ def _parser() -> argparse.ArgumentParser:
                          "(a bare NAME: its latest version)")
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     predict.add_argument("--out", required=True, type=Path, help="folder for the PNGs")
-    predict.add_argument("--params", default="params.yaml", help="params file (its mlflow "
-                         "section says where the registry is)")
+    params_and_json(predict, "its mlflow section: where the registry is")
 
     for module in _COMMAND_MODULES:  # each adds its own commands (light imports only)
         importlib.import_module(module).add_commands(sub, data)
@@ -88,10 +80,17 @@ def command(sub: Any, name: str, help_text: str, handler: Callable[[argparse.Nam
     return parser
 
 
-def _params_and_json(parser: argparse.ArgumentParser) -> None:
+def params_and_json(parser: argparse.ArgumentParser, uses: str = "every section") -> None:
+    """The two options every command shares; `uses` says what the command reads from params."""
     parser.add_argument("--params", default="params.yaml", help="params file (default: "
-                        "params.yaml in the project)")
-    parser.add_argument("--json", action="store_true", help="print one JSON summary last")
+                        f"params.yaml in the project; this command reads {uses})")
+    parser.add_argument("--json", action="store_true", help="print one JSON object last on "
+                        "stdout")
+
+
+def stages_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stages", nargs="+", metavar="STAGE", help="only these stages and "
+                        "what they depend on, e.g. register_unet (default: the whole pipeline)")
 
 
 def params_path(args: argparse.Namespace) -> str:
@@ -155,23 +154,6 @@ def _data_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data_import_pairs(args: argparse.Namespace) -> int:
-    from segen.config import load_params
-    from segen.data_lock import data_lock
-    from segen.importers import import_pairs, parse_class_map
-    from tasks.version_data import track_data
-
-    params = load_params(Path(params_path(args)))
-    args.project.require_dvc()
-    class_map = parse_class_map(args.class_map) if args.class_map else None
-    with data_lock(args.project, "segen data import-pairs"):  # one writer of data/ at a time
-        summary = import_pairs(args.images_dir, args.masks_dir, args.project.data,
-                               classes=args.classes, class_map=class_map)
-        version = track_data(args.project, params.data)
-    print(f"{summary}\nnew data version {version} (data.dvc updated; commit it with git)")
-    return 0
-
-
 def _predict(args: argparse.Namespace) -> int:
     from segen.config import load_params
     from segen.predict import predict_files
@@ -180,6 +162,9 @@ def _predict(args: argparse.Namespace) -> int:
     params = load_params(Path(params_path(args)))
     configure_tracking(args.project, params.mlflow)  # as `segen run` does
     report = predict_files(args.model, args.images, args.out)
+    if args.json:
+        print(json.dumps(report))
+        return 0
     for item in report["images"]:
         print(f"{item['image']} -> {item['labels']}, {item['overlay']}")
     print(f"{len(report['images'])} image(s) segmented with {report['model']}")

@@ -18,7 +18,7 @@ from typing import Any
 
 def add_commands(sub: Any, data: Any) -> None:
     """Add this group's commands to the top-level (sub) and `segen data` (data) parsers."""
-    from segen.cli import command
+    from segen.cli import command, params_and_json
 
     gen = command(sub, "generate", "images from a registered generative model", _generate)
     gen.add_argument("--model", required=True, metavar="NAME[@ALIAS|/VERSION]",
@@ -37,9 +37,7 @@ def add_commands(sub: Any, data: Any) -> None:
                      "(0: translate domain 0 -> 1, 1: the reverse)")
     gen.add_argument("--seed", type=int, default=0, help="same seed, same images (default 0)")
     gen.add_argument("--out", required=True, type=Path, help="folder for the PNGs")
-    gen.add_argument("--params", default="params.yaml", help="params file (its mlflow "
-                     "section says where the registry is)")
-    gen.add_argument("--json", action="store_true", help="print one JSON summary last")
+    params_and_json(gen, "its mlflow section: where the registry is")
 
 
 def _generate(args: argparse.Namespace) -> int:

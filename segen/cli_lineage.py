@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 def add_commands(sub: Any, data: Any) -> None:
     """Add this group's commands to the top-level (sub) and `segen data` (data) parsers."""
-    from segen.cli import command
+    from segen.cli import command, params_and_json
 
     lineage = sub.add_parser("lineage", help="lineage queries: model <-> data <-> files",
                              description="What data, code and params made a model version, "
@@ -32,9 +32,7 @@ def add_commands(sub: Any, data: Any) -> None:
     graph.add_argument("--out", required=True, type=Path, help="a .html (opens offline) or "
                        ".png file")
     for parser in (model, data_query, file_query, graph):
-        parser.add_argument("--params", default="params.yaml", help="params file (its mlflow "
-                            "section says where the registry is)")
-        parser.add_argument("--json", action="store_true", help="print one JSON object")
+        params_and_json(parser, "its mlflow section: where the registry is")
 
 
 def _tracked(args: argparse.Namespace) -> Any:

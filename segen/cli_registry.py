@@ -16,7 +16,7 @@ _EXIT_CODES = "Exit status: 0 promoted, forced, first or already champion; 3 rej
 
 def add_commands(sub: Any, data: Any) -> None:
     """Add this group's commands to the top-level (sub) and `segen data` (data) parsers."""
-    from segen.cli import command
+    from segen.cli import command, params_and_json
 
     promote = command(sub, "promote", "run the promotion gate on a registered model version "
                       "and move its champion alias when it passes", _promote)
@@ -29,25 +29,19 @@ def add_commands(sub: Any, data: Any) -> None:
     promote.add_argument("--force", action="store_true", help="move the alias whatever the "
                          "gate says (needs --reason; recorded as an override)")
     promote.add_argument("--reason", help="why (kept in the alias history)")
-    _common(promote)
+    params_and_json(promote, "its promote and mlflow sections")
 
     rollback = command(sub, "rollback", "move the champion alias back to the version it "
                        "replaced (by the alias history)", _rollback)
     rollback.epilog = "exit status: 0 rolled back; 2 bad input or nothing to roll back to."
     rollback.add_argument("model", help="registered model name")
     rollback.add_argument("--reason", required=True, help="why (kept in the alias history)")
-    _common(rollback)
+    params_and_json(rollback, "its promote and mlflow sections")
 
     history = command(sub, "history", "print the alias history of a model (every move of "
                       "champion, every gate verdict), oldest first", _history)
     history.add_argument("model", help="registered model name")
-    _common(history)
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", default="params.yaml", help="params file (its promote "
-                        "and mlflow sections)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    params_and_json(history, "its promote and mlflow sections")
 
 
 def _setup(args: argparse.Namespace) -> Any:

@@ -21,7 +21,7 @@ DEPLOYMENT = "segen-retrain-schedule"
 
 def add_commands(sub: Any, data: Any) -> None:
     """Add this group's commands to the top-level (sub) and `segen data` (data) parsers."""
-    from segen.cli import command
+    from segen.cli import command, params_and_json, stages_option
 
     schedule = command(sub, "schedule", "serve the retraining flow on a schedule from a "
                        "Prefect server (runs until stopped with Ctrl-C)", _schedule)
@@ -37,15 +37,15 @@ def add_commands(sub: Any, data: Any) -> None:
     when.add_argument("--stop-server", action="store_true",
                       help="stop the local Prefect server that segen started, and exit")
     schedule.add_argument("--name", default=DEPLOYMENT, help="deployment name")
-    _stages_option(schedule)
-    _params_and_json(schedule)
+    stages_option(schedule)
+    params_and_json(schedule)
 
     retrain = command(sub, "retrain", "run the retraining flow once: pipeline, then the "
                       "promotion gate on every new model version", _retrain)
     retrain.add_argument("--always", action="store_true", help="run the pipeline even when "
                          "data, code and params are unchanged since the last retraining")
-    _stages_option(retrain)
-    _params_and_json(retrain)
+    stages_option(retrain)
+    params_and_json(retrain)
 
     add = command(data, "add", "add new samples to data/ as a new data version", _data_add)
     add.epilog = ("Image/mask datasets: IMAGES_DIR and MASKS_DIR, paired by file stem. Class "
@@ -53,23 +53,12 @@ def add_commands(sub: Any, data: Any) -> None:
                   "is checked first; on any problem nothing is changed.")
     add.add_argument("images_dir", type=Path)
     add.add_argument("masks_dir", type=Path, nargs="?")
-    _params_and_json(add)
+    params_and_json(add)
 
 
 def _quiet(as_json: bool) -> contextlib.AbstractContextManager:
     """With --json, what the tools print (DVC's hints) goes to stderr: stdout is the JSON."""
     return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
-
-
-def _stages_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stages", nargs="+", metavar="STAGE", help="only these stages and "
-                        "what they depend on, e.g. register_unet (default: the whole pipeline)")
-
-
-def _params_and_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", default="params.yaml", help="params file (default: "
-                        "params.yaml in the project)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _data_add(args: argparse.Namespace) -> int:

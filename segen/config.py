@@ -11,7 +11,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -114,10 +114,11 @@ class RegisterParams:
     """Registration of the trained U-Net in the MLflow model registry."""
     model_name: str
     champion_alias: str
+    section: ClassVar[str] = "register"  # where errors point in params.yaml
 
     def check(self) -> None:
-        _require(bool(self.model_name.strip()), "register.model_name", "a non-empty name",
-                 self.model_name)
+        _require(bool(self.model_name.strip()), f"{self.section}.model_name",
+                 "a non-empty name", self.model_name)
 
 
 @dataclass(frozen=True)
@@ -181,19 +182,13 @@ class ClusterEvaluateParams:
 @dataclass(frozen=True)
 class RegisterKMeansParams(RegisterParams):
     """Registration of the K-means segmenter in the MLflow model registry."""
-
-    def check(self) -> None:
-        _require(bool(self.model_name.strip()), "register_kmeans.model_name",
-                 "a non-empty name", self.model_name)
+    section: ClassVar[str] = "register_kmeans"
 
 
 @dataclass(frozen=True)
 class RegisterDBSCANParams(RegisterParams):
     """Registration of the DBSCAN segmenter in the MLflow model registry."""
-
-    def check(self) -> None:
-        _require(bool(self.model_name.strip()), "register_dbscan.model_name",
-                 "a non-empty name", self.model_name)
+    section: ClassVar[str] = "register_dbscan"
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,8 @@ def _package(name: str) -> tuple[str, ...]:
 _GENERATIVE = ("segen.gen_inference", "tasks.feature_extractor_fit", "tasks.training",
                "segen.inference") + _package("models.generative")
 _GEN_METRICS = ("models.gen_metrics", "models.feature_extractor")
+_UNET_SOURCES = ("tasks.unet_trainer", "tasks.training", "segen.inference", "models.unet",
+                 "models.losses", "models.metrics")
 
 
 def _generative_stages(kind: str) -> tuple[StageSpec, ...]:
@@ -88,9 +90,7 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in (
     StageSpec("preprocess", ("version_data", "validate"), ("preprocess",),
               _COMMON + ("tasks.preprocess",)),
     StageSpec("train_unet", ("preprocess",), ("unet",),
-              _COMMON + ("tasks.train_unet", "tasks.unet_trainer", "tasks.training",
-                         "segen.inference", "models.unet", "models.losses", "models.metrics"),
-              needs_masks=True),
+              _COMMON + ("tasks.train_unet",) + _UNET_SOURCES, needs_masks=True),
     StageSpec("evaluate_unet", ("preprocess", "train_unet"), ("evaluate",),
               _COMMON + ("tasks.evaluate_unet", "tasks.unet_evaluation", "tasks.training",
                          "segen.inference", "models.unet", "models.metrics"),
@@ -114,12 +114,7 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in (
                          "tasks.registration", "segen.tracking", "segen.inference",
                          "models.unet", "models.cluster_metrics", "models.clustering"),
               needs_masks=True),
-)}
-
-# --- synthetic pairs for the U-Net (issue 4 part 6; off unless synthetic.enabled) ---
-_UNET_SOURCES = ("tasks.unet_trainer", "tasks.training", "segen.inference", "models.unet",
-                 "models.losses", "models.metrics")
-STAGES.update({s.name: s for s in (
+    # synthetic pairs for the U-Net (off unless synthetic.enabled)
     StageSpec("synthesize_pairs", ("preprocess", "train_pix2pix", "register_pix2pix"),
               ("synthetic",), _COMMON + ("tasks.synthesize_pairs", "tasks.synthetic_pairs",
                                          "tasks.training") + _GENERATIVE,
@@ -130,19 +125,10 @@ STAGES.update({s.name: s for s in (
     StageSpec("evaluate_unet_synthetic", ("preprocess", "train_unet_synthetic"), ("evaluate",),
               _COMMON + ("tasks.evaluate_unet_synthetic", "tasks.unet_evaluation")
               + _UNET_SOURCES, needs_masks=True, enabled_by="synthetic"),
-)})
-_SYNTHETIC_DESCRIPTIONS = {
-    "synthesize_pairs": "render re-laid-out train masks into (image, mask) pairs with the "
-                        "registered pix2pix generator",
-    "train_unet_synthetic": "train the same U-Net recipe on the train split plus the "
-                            "synthetic pairs",
-    "evaluate_unet_synthetic": "score the U-Net trained with synthetic pairs on the same "
-                               "test split",
-}
-# --- end synthetic ---
+)}
+
 
 STAGE_DESCRIPTIONS = {
-    **_SYNTHETIC_DESCRIPTIONS,
     "version_data": "make data.dvc record what is in data/ (dvc add), push it, return its md5",
     "validate": "check every image and mask; stop with a report naming each bad file",
     "preprocess": "resize, split train/val/test by seed, store uint8 arrays",
@@ -164,6 +150,12 @@ STAGE_DESCRIPTIONS = {
        for kind in GENERATIVE_KINDS},
     **{f"register_{kind}": f"log run, pyfunc and lineage of the {kind} generator to MLflow"
        for kind in GENERATIVE_KINDS},
+    "synthesize_pairs": "render re-laid-out train masks into (image, mask) pairs with the "
+                        "registered pix2pix generator",
+    "train_unet_synthetic": "train the same U-Net recipe on the train split plus the "
+                            "synthetic pairs",
+    "evaluate_unet_synthetic": "score the U-Net trained with synthetic pairs on the same "
+                               "test split",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -123,7 +124,23 @@ def statuses(summary: dict[str, Any]) -> dict[str, str]:
     return {s["name"]: s["status"] for s in summary["stages"]}
 
 
-def wait_for_checkpoint(work: Path, proc: subprocess.Popen, timeout: float) -> Path:
+def kill_mid_training(project: Path, stage: str, timeout: float = 300) -> tuple[Path, int]:
+    """Start `segen stage STAGE`, SIGKILL it once its first checkpoint exists (never a clean
+    stop) and return that checkpoint with the epoch it holds."""
+    import torch
+
+    proc = subprocess.Popen([sys.executable, "-m", "segen.cli", "stage", stage], cwd=project,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        checkpoint = _wait_for_checkpoint(project / ".segen/work" / stage, proc, timeout)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return checkpoint, torch.load(checkpoint, weights_only=False)["epoch"]
+
+
+def _wait_for_checkpoint(work: Path, proc: subprocess.Popen, timeout: float) -> Path:
     """The first checkpoint.pt under work/<key>/ while proc trains (fails if it ends first)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -4,15 +4,11 @@ dataset without masks skipping the stages that need them."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import init_project, segen_cli, statuses, wait_for_checkpoint, write_params
+from conftest import init_project, kill_mid_training, segen_cli, statuses, write_params
 from segen.stages import GENERATIVE_KINDS, STAGES
 
 slow = pytest.mark.slow
@@ -139,22 +135,10 @@ def test_diverged_model_fails_alone(cold) -> None:
 
 @slow
 def test_killed_generative_training_resumes(cold) -> None:
-    import torch
-
     root, _ = cold
     epochs = 60
     write_params(root, {"vae": {"epochs": epochs}})
-    proc = subprocess.Popen([sys.executable, "-m", "segen.cli", "stage", "train_vae"],
-                            cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        checkpoint = wait_for_checkpoint(root / ".segen/work/train_vae", proc, 300)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    interrupted_at = torch.load(checkpoint, weights_only=False)["epoch"]
+    checkpoint, interrupted_at = kill_mid_training(root, "train_vae")
     assert 1 <= interrupted_at < epochs
 
     result = segen_cli("stage", "train_vae", "--json", cwd=root)

@@ -81,10 +81,12 @@ def test_predict_writes_label_maps_and_overlays(registered: Path) -> None:
 
     out = registered / "out-unet"
     result = segen_cli("predict", "--model", "test-unet/1", "images/b.png", "--out", str(out),
-                       cwd=registered)
+                       "--json", cwd=registered)
     assert result.returncode == 0, result.stderr[-3000:]
     assert np.asarray(Image.open(out / "b.labels.png")).max() <= 1
-    assert json.loads((out / "predictions.json").read_text())["model"] == "models:/test-unet/1"
+    printed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert printed == json.loads((out / "predictions.json").read_text())
+    assert printed["model"] == "models:/test-unet/1"
 
 
 @pytest.mark.slow

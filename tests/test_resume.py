@@ -2,16 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from conftest import segen_cli, wait_for_checkpoint, write_params
+from conftest import kill_mid_training, segen_cli, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -21,17 +16,7 @@ def test_killed_training_resumes_to_the_configured_epochs(tiny_project: Path, ru
     run_pipeline(tiny_project, ["preprocess"])  # every upstream stage, so `segen stage train_unet` can run
     epochs = 40
     write_params(tiny_project, {"unet": {"epochs": epochs}})
-    proc = subprocess.Popen([sys.executable, "-m", "segen.cli", "stage", "train_unet"],
-                            cwd=tiny_project, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        checkpoint = wait_for_checkpoint(tiny_project / ".segen/work/train_unet", proc, 300)
-        os.killpg(proc.pid, signal.SIGKILL)  # mid-epoch 2 (or later): never a clean stop
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    interrupted_at = torch.load(checkpoint, weights_only=False)["epoch"]
+    checkpoint, interrupted_at = kill_mid_training(tiny_project, "train_unet")
     assert 1 <= interrupted_at < epochs
 
     result = segen_cli("stage", "train_unet", "--json", cwd=tiny_project)
