@@ -103,6 +103,24 @@ def test_every_generative_stage_runs_then_caches(cold, run_pipeline) -> None:
 
 
 @slow
+def test_generation_gate_through_the_cli(cold) -> None:
+    """`segen promote` on a generator: FID of both versions under the challenger's pinned
+    extractor, a paired-bootstrap interval, and a decision that follows from it."""
+    root, _ = cold
+    result = segen_cli("promote", "test-vae", "--version", "2", "--json", cwd=root)
+    assert result.returncode in (0, 3), result.stderr[-3000:]  # promoted | rejected
+    verdict = json.loads(result.stdout.strip().splitlines()[-1])
+    report = verdict["report"]
+    assert (report["family"], report["metric"], verdict["previous"]) == ("generation", "fid", 1)
+    extractor = json.loads((root / ".segen/stages/train_feature_extractor.json").read_text())
+    assert report["extractor_sha256"] == extractor["info"]["extractor"]["sha256"]
+    assert report["ci_low"] <= report["ci_high"] and report["margin"] == 1.0
+    clears = report["ci_high"] < -report["margin"]  # lower FID wins
+    assert verdict["decision"] == ("promoted" if clears else "rejected")
+    assert (result.returncode == 0) == clears
+
+
+@slow
 def test_diverged_model_fails_alone(cold) -> None:
     """A NaN in one model's losses: that stage and its dependents fail with the reason,
     the others are untouched (cached), nothing is published or registered, exit code 1."""
