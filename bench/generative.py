@@ -17,7 +17,8 @@ mask-to-image generator change the U-Net's test IoU.
 
 Usage:  .venv/bin/python bench/generative.py [--quick] [--skip-run | --skip-speed]
 --quick: tiny settings (a smoke test of the script, not figures to quote).
-Writes bench/out/generative.json.
+       [--dataset digits]  (scikit-learn's digits: the models that need no masks)
+Writes bench/out/generative.json (generative-digits.json with --dataset digits).
 """
 from __future__ import annotations
 
@@ -113,11 +114,15 @@ def speed_and_memory(devices: list[str]) -> dict[str, Any]:
     return result
 
 
-def pipeline_run(quick: bool) -> dict[str, Any]:
-    """A cold `segen run` with synthetic pairs on; every stage's result, from its pointer."""
+def pipeline_run(quick: bool, dataset: str) -> dict[str, Any]:
+    """A cold `segen run` (synthetic pairs on for the shapes data; the digits have no masks,
+    so their mask stages skip); every stage's result, from its pointer."""
     root = fresh_dir("segen-bench-gen-") / "proj"
-    overrides = merge(QUICK if quick else {}, {"synthetic": {"enabled": True}})
+    overrides = merge(QUICK if quick else {}, {"synthetic": {"enabled": dataset == "shapes"}})
     init_project(root, overrides)
+    if dataset == "digits":
+        subprocess.run([*segen_exe(), "data", "builtin", "digits"], cwd=root, check=True,
+                       capture_output=True)
     start = time.perf_counter()
     proc = subprocess.run([*segen_exe(), "run", "--json"], cwd=root, text=True,
                           capture_output=True, timeout=7200)
@@ -173,6 +178,9 @@ def synthetic_chain(quick: bool, unet_epochs: int | None, settings: list[str]
             "root": root, "overrides": overrides}
 
 
+QUALITY_KEYS = ("fid", "kid_mean", "precision", "recall", "accuracy", "unet_mean_iou", "elbo")
+
+
 def quality(run: dict[str, Any]) -> dict[str, Any]:
     """FID/KID/precision/recall per model beside the references (from evaluate_<kind>)."""
     rows: dict[str, Any] = {}
@@ -183,9 +191,7 @@ def quality(run: dict[str, Any]) -> dict[str, Any]:
             rows[kind] = {"status": _status(run, f"evaluate_{kind}")}
             continue
         metrics = result["info"]["metrics"]
-        rows[kind] = {**{k: metrics.get(k) for k in ("fid", "kid", "precision", "recall",
-                                                      "class_accuracy", "unet_mean_iou")
-                         if k in metrics},
+        rows[kind] = {**{k: metrics[k] for k in QUALITY_KEYS if k in metrics},
                       "protocol": result["info"].get("protocol")}
         references = {k: v for k, v in metrics.items() if k.startswith("ref_")}
     return {"models": rows, "references": references}
@@ -251,6 +257,8 @@ def main() -> int:
     p.add_argument("--skip-speed", action="store_true", help="the pipeline run only")
     p.add_argument("--synthetic-only", action="store_true", help="only the stages of the "
                    "U-Net with vs without synthetic pairs (pix2pix and its evaluation too)")
+    p.add_argument("--dataset", choices=("shapes", "digits"), default="shapes",
+                   help="shapes: the default dataset; digits: `segen data builtin digits`")
     p.add_argument("--unet-epochs", type=int, help="override unet.epochs (both U-Nets)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a params.yaml value (with --synthetic-only)")
@@ -277,11 +285,11 @@ def main() -> int:
     if args.quick:
         os.environ["SEGEN_BENCH_QUICK"] = "1"
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    result: dict[str, Any] = {"machine": machine(), "quick": args.quick,
+    result: dict[str, Any] = {"machine": machine(), "quick": args.quick, "dataset": args.dataset,
                               "speed": {} if args.skip_speed else speed_and_memory(devices)}
     if not args.skip_run:
         run = (synthetic_chain(args.quick, args.unet_epochs, args.set) if args.synthetic_only
-               else pipeline_run(args.quick))
+               else pipeline_run(args.quick, args.dataset))
         result["overrides"] = run.get("overrides")
         result.update(run_seconds=run["seconds"], quality=quality(run),
                       synthetic=synthetic_effect(run),
@@ -290,7 +298,8 @@ def main() -> int:
         result["warning"] = warning
         print(warning)
     print(report(result))
-    print(f"wrote {write_json('generative', result)}")
+    name = "generative" if args.dataset == "shapes" else f"generative-{args.dataset}"
+    print(f"wrote {write_json(name, result)}")
     return 0
 
 
