@@ -26,7 +26,7 @@ from segen.project import Project
 from segen.store import StageResult
 from segen.tracking import start_run
 from tasks.gen_data import domain_values, generator_config, grid_conditioning, load_batch
-from tasks.training import batch_indices, load_checkpoint, save_checkpoint
+from tasks.training import batch_indices, resume_from_checkpoint, save_checkpoint
 
 log = logging.getLogger("segen.train_generative")
 CHECKPOINT = "checkpoint.pt"
@@ -130,11 +130,7 @@ def fit(project: Project, kind: str, preprocess: StageResult, generative: Genera
     trainer = GenTrainer(kind, config, params, generative.seed)
     stage = f"train_{kind}"
     checkpoint = project.work / stage / key / CHECKPOINT
-    state = load_checkpoint(checkpoint)
-    if state is not None:
-        trainer.restore(state)
-        log.info("resuming %s from epoch %d/%d (%s)", stage, trainer.epoch, params.epochs,
-                 checkpoint)
+    state = resume_from_checkpoint(trainer, checkpoint, params.epochs)
     resumed_from, seconds, losses = trainer.epoch, 0.0, {}
     tags = {"segen.stage": stage, "segen.stage_key": key,
             "segen.data_version": config["data_version"]}

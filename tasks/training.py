@@ -3,6 +3,7 @@ augmentation and atomic checkpoints."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterator
@@ -11,6 +12,8 @@ import numpy as np
 import torch
 
 from segen.store import StageResult
+
+log = logging.getLogger("segen.training")
 
 
 def dataset_meta(prepared: StageResult) -> dict[str, Any]:
@@ -67,7 +70,12 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
+def resume_from_checkpoint(trainer: Any, path: Path, epochs: int) -> dict[str, Any] | None:
+    """Restore trainer (anything with .restore(state) and .epoch) from the checkpoint a killed
+    run left at path; returns that state (its run_id: the MLflow run to go on with) or None."""
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    trainer.restore(state)
+    log.info("resuming from epoch %d/%d (%s)", trainer.epoch, epochs, path)
+    return state

@@ -1,7 +1,6 @@
 """The U-Net training loop behind the train_unet stage (imported only when it runs)."""
 from __future__ import annotations
 
-import logging
 import math
 import shutil
 import time
@@ -18,10 +17,9 @@ from segen.inference import build_unet, normalise, pick_device, save_unet
 from segen.project import Project
 from segen.store import StageResult
 from segen.tracking import start_run
-from tasks.training import (augment, batch_indices, dataset_meta, load_checkpoint, load_split,
-                            random_crop, save_checkpoint)
+from tasks.training import (augment, batch_indices, dataset_meta, load_split, random_crop,
+                            resume_from_checkpoint, save_checkpoint)
 
-log = logging.getLogger("segen.train_unet")
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -134,11 +132,7 @@ def fit(project: Project, preprocess: StageResult, unet: UNetParams, out: Path,
     steps = unet.epochs * math.ceil(len(train_x) / unet.batch_size)
     trainer = Trainer(unet_config(meta, unet), unet, steps)
     checkpoint = project.work / stage / key / CHECKPOINT
-    state = load_checkpoint(checkpoint)
-    if state is not None:
-        trainer.restore(state)
-        log.info("resuming %s from epoch %d/%d (%s)", stage, trainer.epoch, unet.epochs,
-                 checkpoint)
+    state = resume_from_checkpoint(trainer, checkpoint, unet.epochs)
     resumed_from = trainer.epoch
     tags = {"segen.stage": stage, "segen.stage_key": key,
             "segen.data_version": meta["data_version"], **(tags or {})}
