@@ -20,10 +20,10 @@ import numpy as np
 
 from models.clustering import (DBSCANSegmenter, KMeansSegmenter, pixel_features,
                                sample_features)
+from segen.stages import CLUSTERING_KINDS
 
 CONFIG = "segmenter.json"
 ARRAYS = "segmenter.npz"
-KINDS = ("kmeans", "dbscan")
 MODES = ("global", "per_image")
 Segmenter = Union[KMeansSegmenter, DBSCANSegmenter]
 # ONE_THREAD: work on one image is too small to share between OpenMP/BLAS threads: on
@@ -46,7 +46,7 @@ def build(config: dict[str, Any]) -> Segmenter:
                                max_iter=config["max_iter"], seed=config["seed"])
     if config["kind"] == "dbscan":
         return DBSCANSegmenter(eps=config["eps"], min_samples=config["min_samples"])
-    raise ValueError(f"unknown segmenter kind {config['kind']!r}; expected one of {KINDS}")
+    raise ValueError(f"unknown segmenter kind {config['kind']!r}; expected one of {CLUSTERING_KINDS}")
 
 
 def features_of(config: dict[str, Any], image: np.ndarray) -> np.ndarray:

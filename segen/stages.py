@@ -22,6 +22,7 @@ class StageSpec:
 
 _COMMON = ("segen.store", "segen.hashing", "tasks.caching")
 _CLUSTERING = ("segen.clustering", "models.clustering")
+CLUSTERING_KINDS = ("kmeans", "dbscan")  # pixel-clustering segmenters (models/clustering.py)
 
 
 def _clustering_stages(kind: str) -> tuple[StageSpec, ...]:
@@ -104,7 +105,7 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in (
               _COMMON + ("tasks.train_feature_extractor", "tasks.gen_references")
               + _GENERATIVE + _GEN_METRICS),
     *(stage_spec for kind in GENERATIVE_KINDS for stage_spec in _generative_stages(kind)),
-    *(stage_spec for kind in ("kmeans", "dbscan") for stage_spec in _clustering_stages(kind)),
+    *(stage_spec for kind in CLUSTERING_KINDS for stage_spec in _clustering_stages(kind)),
     StageSpec("compare_segmenters",
               ("version_data", "preprocess", "train_unet", "register_unet", "evaluate_kmeans",
                "register_kmeans", "evaluate_dbscan", "register_dbscan"),

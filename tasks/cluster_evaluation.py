@@ -31,6 +31,7 @@ from segen import clustering
 from segen.config import ClusterEvaluateParams
 from segen.hashing import hash_tree
 from segen.project import Project
+from segen.stages import CLUSTERING_KINDS
 from segen.store import StageResult
 from tasks.caching import StageOutput, family_stage_task
 from tasks.cluster_training import dataset_meta, load_arrays
@@ -170,4 +171,4 @@ def evaluate_clustering(name: str, *, project: Project, preprocess: StageResult,
 
 EVALUATE_TASKS: dict[str, Task] = {
     f"evaluate_{kind}": family_stage_task(f"evaluate_{kind}", evaluate_clustering)
-    for kind in ("kmeans", "dbscan")}
+    for kind in CLUSTERING_KINDS}

@@ -9,6 +9,7 @@ from typing import Any
 from prefect import Task
 
 from segen.project import Project
+from segen.stages import CLUSTERING_KINDS
 from segen.store import StageResult
 from tasks.caching import StageOutput, family_stage_task
 from tasks.registration import Registration, model_version_exists, register
@@ -41,4 +42,4 @@ def register_clustering(name: str, *, project: Project, version_data: StageResul
 REGISTER_TASKS: dict[str, Task] = {
     f"register_{kind}": family_stage_task(f"register_{kind}", register_clustering,
                                           still_valid=model_version_exists)
-    for kind in ("kmeans", "dbscan")}
+    for kind in CLUSTERING_KINDS}

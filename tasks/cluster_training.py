@@ -15,6 +15,7 @@ from prefect import Task
 from models.clustering import DBSCANSegmenter
 from segen import clustering
 from segen.project import Project
+from segen.stages import CLUSTERING_KINDS
 from segen.store import StageResult
 from tasks.caching import StageOutput, family_stage_task
 
@@ -67,4 +68,4 @@ def train_clustering(name: str, *, project: Project, preprocess: StageResult, ou
 
 TRAIN_TASKS: dict[str, Task] = {
     f"train_{kind}": family_stage_task(f"train_{kind}", train_clustering)
-    for kind in ("kmeans", "dbscan")}
+    for kind in CLUSTERING_KINDS}

@@ -5,6 +5,7 @@ to_unit_range is the one place where stored uint8 images become the [-1, 1] tens
 extractor and the generative models see."""
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -47,7 +48,7 @@ def fit_feature_extractor(images: torch.Tensor, labels: torch.Tensor, val_images
         model = FeatureClassifier(x.shape[1], image_size, n_classes, width, feature_dim)
     model = model.to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr)
-    steps = epochs * -(-len(x) // batch_size)
+    steps = epochs * math.ceil(len(x) / batch_size)
     # Warm up then anneal: a constant lr stalls or oscillates in a run this short.
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, total_steps=max(steps, 1))
     generator = torch.Generator().manual_seed(seed)
@@ -95,14 +96,15 @@ def recalibrate_batch_norm(model: FeatureClassifier, x: torch.Tensor, batch_size
     """Running statistics = exact averages over x under the final weights (momentum None is
     a cumulative average), so eval-mode features do not lag behind the last updates."""
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None
     model.train()
     for batch in x.split(batch_size):
         model.feature_map(batch.to(device))
-    for norm in norms:
-        norm.momentum = 0.1  # PyTorch's default again
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
     model.eval()
 
 

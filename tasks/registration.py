@@ -21,6 +21,7 @@ from typing import Any, Callable
 from segen.config import RegisterParams
 from segen.hashing import hash_json
 from segen.project import Project
+from segen.promotion.history import record_alias_move
 from segen.store import StageResult
 from segen.tracking import client, code_root, git_revision, start_run
 
@@ -147,8 +148,6 @@ def claim_first_champion(registry: Any, register_params: RegisterParams) -> str:
         versions = registry.search_model_versions(f"name='{name}'")
         first = str(min(int(v.version) for v in versions))
         registry.set_registered_model_alias(name, alias, first)
-        from segen.promotion.history import record_alias_move
-
         record_alias_move(name, alias=alias, previous=None, new=int(first), action="register",
                           decision="first", reason="first registered version",
                           candidate=int(first), registry=registry)  # history starts here

@@ -27,33 +27,29 @@ _SHARED = ("version_data", "validate", "preprocess")  # their failure stops the 
 
 def stage_tasks() -> dict[str, Task]:
     """Stage name -> Prefect task (imports torch, so only when a flow runs)."""
+    from tasks import (cluster_evaluation, cluster_registration, cluster_training,
+                       evaluate_generative, register_generative, train_generative)
+    from tasks.compare_segmenters import compare_segmenters
     from tasks.evaluate_unet import evaluate_unet
+    from tasks.evaluate_unet_synthetic import evaluate_unet_synthetic
     from tasks.preprocess import preprocess
     from tasks.register_unet import register_unet
+    from tasks.synthesize_pairs import synthesize_pairs
+    from tasks.train_feature_extractor import train_feature_extractor
     from tasks.train_unet import train_unet
+    from tasks.train_unet_synthetic import train_unet_synthetic
     from tasks.validate import validate
     from tasks.version_data import version_data
-    from tasks.cluster_evaluation import EVALUATE_TASKS as CLUSTER_EVALUATE
-    from tasks.cluster_registration import REGISTER_TASKS as CLUSTER_REGISTER
-    from tasks.cluster_training import TRAIN_TASKS as CLUSTER_TRAIN
-    from tasks.compare_segmenters import compare_segmenters
-    from tasks.evaluate_generative import EVALUATE_TASKS
-    from tasks.register_generative import REGISTER_TASKS
-    from tasks.train_feature_extractor import train_feature_extractor
-    from tasks.train_generative import TRAIN_TASKS
 
-    generative = {train_feature_extractor.name: train_feature_extractor, **TRAIN_TASKS,
-                  **EVALUATE_TASKS, **REGISTER_TASKS}
-    from tasks.evaluate_unet_synthetic import evaluate_unet_synthetic  # synthetic pairs
-    from tasks.synthesize_pairs import synthesize_pairs
-    from tasks.train_unet_synthetic import train_unet_synthetic
-
-    generative.update({t.name: t for t in (synthesize_pairs, train_unet_synthetic,
-                                           evaluate_unet_synthetic)})
-    return generative | {t.name: t for t in (version_data, validate, preprocess, train_unet,
-                                             evaluate_unet, register_unet)} | {
-        **CLUSTER_TRAIN, **CLUSTER_EVALUATE, **CLUSTER_REGISTER,
-        compare_segmenters.name: compare_segmenters}
+    tasks = {t.name: t for t in (
+        version_data, validate, preprocess, train_unet, evaluate_unet, register_unet,
+        train_feature_extractor, compare_segmenters, synthesize_pairs, train_unet_synthetic,
+        evaluate_unet_synthetic)}
+    for family in (train_generative.TRAIN_TASKS, evaluate_generative.EVALUATE_TASKS,  # per kind
+                   register_generative.REGISTER_TASKS, cluster_training.TRAIN_TASKS,
+                   cluster_evaluation.EVALUATE_TASKS, cluster_registration.REGISTER_TASKS):
+        tasks.update(family)
+    return tasks
 
 
 @dataclass
