@@ -102,9 +102,9 @@ def init_project(root: Path, overrides: dict[str, dict[str, Any]]) -> Path:
 
 
 def segen_exe() -> list[str]:
-    """The real CLI: the venv's `segen` entry point (else `python -m segen.cli`)."""
+    """The real CLI: the venv's `segen` entry point (else `python -m segen.cli.main`)."""
     exe = Path(sys.executable).parent / "segen"
-    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "segen.cli"]
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "segen.cli.main"]
 
 
 def timed_run(cmd: list[str], *, cwd: Path, env: dict[str, str] | None = None,

@@ -31,8 +31,19 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (bench_environment, busy_warning, fresh_dir, init_project,  # noqa: E402
-                     last_json, machine, median, segen_exe, table, timed_run, write_json)
+from _common import (  # noqa: E402
+    bench_environment,
+    busy_warning,
+    fresh_dir,
+    init_project,
+    last_json,
+    machine,
+    median,
+    segen_exe,
+    table,
+    timed_run,
+    write_json,
+)
 
 NOOP_FLOW = '''\
 from prefect import flow

@@ -1,7 +1,7 @@
 """K-means and DBSCAN segmenters: speed, peak memory and quality, beside a threshold baseline.
 
-Speed and memory, on shapes images (segen.shapes.make_sample) of 64^2, 256^2 and 512^2:
-pixels per second of segen.clustering.segment (features + labels; one thread, as the
+Speed and memory, on shapes images (segen.data.shapes.make_sample) of 64^2, 256^2 and 512^2:
+pixels per second of segen.engines.clustering.segment (features + labels; one thread, as the
 stages run it), for each segmenter in both modes: "global" (fitted once beforehand on 8
 images of that size, what a registered model does) and "per_image" (a fit per image,
 timed with it). Peak memory of segmenting one image: the rise of the process's peak
@@ -54,7 +54,7 @@ def _rss_peak_mib() -> float:
 
 
 def _config(kind: str, mode: str, params: Any, **overrides: Any) -> dict[str, Any]:
-    from segen.clustering import segmenter_config
+    from segen.engines.clustering import segmenter_config
 
     section = dataclasses.replace(getattr(params, kind), mode=mode, **overrides)
     return segmenter_config(kind, section, channels=3)
@@ -63,8 +63,8 @@ def _config(kind: str, mode: str, params: Any, **overrides: Any) -> dict[str, An
 def speed_and_memory(kind: str, mode: str, size: int, params: Any) -> dict[str, float]:
     import numpy as np
 
-    from segen import clustering
-    from segen.shapes import make_sample
+    from segen.data.shapes import make_sample
+    from segen.engines import clustering
 
     images = np.stack([make_sample(np.random.default_rng(i), size, 1, 4).image
                        for i in range(SIZES[size] + 8)])
@@ -98,7 +98,7 @@ def _naive_child(size: int, cap_gib: float) -> None:
 
     from models.clustering import pixel_features
     from segen.config import load_params
-    from segen.shapes import make_sample
+    from segen.data.shapes import make_sample
 
     params = load_params(REPO / "params.yaml").dbscan
     image = make_sample(np.random.default_rng(0), size, 1, 4).image
@@ -119,8 +119,8 @@ def _naive_child(size: int, cap_gib: float) -> None:
 def default_dataset(params: Any) -> dict[str, Any]:
     import numpy as np
 
-    from segen.shapes import CLASSES, make_sample
-    from tasks.preprocess import split_indices
+    from segen.data.preprocessing import split_indices
+    from segen.data.shapes import CLASSES, make_sample
 
     d = params.dataset
     samples = [make_sample(np.random.default_rng(child), d.image_size, d.min_shapes,
@@ -149,7 +149,7 @@ def isbi_dataset() -> dict[str, Any]:
 
 
 def score(pred: Any, data: dict[str, Any], params: Any) -> dict[str, float]:
-    from tasks.cluster_evaluation import label_map_scores
+    from segen.engines.cluster_evaluation import label_map_scores
 
     images, masks = data["test"]
     scores, _, _ = label_map_scores(pred, masks, images, len(data["classes"]),
@@ -159,7 +159,7 @@ def score(pred: Any, data: dict[str, Any], params: Any) -> dict[str, float]:
 
 def clustering_quality(kind: str, data: dict[str, Any], params: Any, **overrides: Any
                        ) -> dict[str, Any]:
-    from segen import clustering
+    from segen.engines import clustering
 
     channels = data["train"][0].shape[-1]
     config = {**_config(kind, "global", params, **overrides), "channels": channels}
@@ -169,7 +169,7 @@ def clustering_quality(kind: str, data: dict[str, Any], params: Any, **overrides
 
 def tune_dbscan_eps(data: dict[str, Any], params: Any, candidates: list[float]) -> float:
     """The eps with the best mean IoU on the training images (scored like the test)."""
-    from segen import clustering
+    from segen.engines import clustering
 
     train = {**data, "test": data["train"]}
     best = (-1.0, candidates[0])

@@ -32,8 +32,19 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (REPO, bench_environment, busy_warning, fresh_dir, init_project,  # noqa: E402
-                     last_json, machine, merge, segen_exe, table, write_json)
+from _common import (  # noqa: E402
+    REPO,
+    bench_environment,
+    busy_warning,
+    fresh_dir,
+    init_project,
+    last_json,
+    machine,
+    merge,
+    segen_exe,
+    table,
+    write_json,
+)
 
 KINDS = ("gan", "dcgan", "wgan_gp", "vae", "cgan", "cvae", "pix2pix", "cyclegan")
 STEPS = {"cpu": 10, "cuda": 50}
@@ -54,7 +65,13 @@ def step_child(kind: str, device: str, steps: int) -> dict[str, Any]:
     """(in the child) iterations/s of train_step for kind with params.yaml's settings."""
     import torch
 
-    from models.generative import GenSpec, create, default_betas, param_groups, train_step
+    from models.generative import (
+        GenSpec,
+        create,
+        default_betas,
+        param_groups,
+        train_step,
+    )
     from segen.config import load_params
 
     params = load_params(REPO / "params.yaml")

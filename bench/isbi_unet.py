@@ -12,8 +12,8 @@ allows), so the U-Net trains on 23 slices. Its evaluate_unet figures (on that on
 are shown for reference only.
 
 Score: the trained model is loaded from the train_unet stage's artifact
-(.segen/store/train_unet/<key>, via segen.inference.load_unet) and predicts slices 25-29
-with segen.inference.predict_masks at their native 512x512 (it resizes to the model's
+(.segen/store/train_unet/<key>, via segen.serving.unet.load_unet) and predicts slices 25-29
+with segen.serving.unet.predict_masks at their native 512x512 (it resizes to the model's
 image size and the logits back). models.metrics.segmentation_scores scores all pixels of
 the five slices together (one confusion over 5 x 512 x 512 pixels): membrane-class Dice,
 cell Dice, mean Dice and mean IoU over both classes, pixel accuracy.
@@ -53,8 +53,19 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (REPO, bench_environment, busy_warning, fresh_dir,  # noqa: E402
-                     init_project, last_json, machine, segen_exe, table, timed_run, write_json)
+from _common import (  # noqa: E402
+    REPO,
+    bench_environment,
+    busy_warning,
+    fresh_dir,
+    init_project,
+    last_json,
+    machine,
+    segen_exe,
+    table,
+    timed_run,
+    write_json,
+)
 
 DATASET = Path("/work/shared/datasets/isbi2012-membrane")
 CLASSES = ["membrane", "cell"]  # label 0 = membrane, 255 = cell interior
@@ -184,7 +195,7 @@ def score(model_dir: Path, numbers: list[int]) -> dict[str, Any]:
     import torch
 
     from models.metrics import segmentation_scores
-    from segen.inference import load_unet, predict_masks
+    from segen.serving.unet import load_unet, predict_masks
 
     device = torch.device("cpu")
     model, config = load_unet(model_dir, device)

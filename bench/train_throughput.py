@@ -12,7 +12,7 @@ What it measures
   (ii) bare: a plain loop on the same data (the preprocess artifact's train split), same
        models.unet.UNet (depth, width), seed, AdamW (lr, weight decay), cosine schedule,
        models.losses.ce_dice_loss, batch size, uint8 -> float normalisation (/255, then the
-       preprocess mean/std), the same flips/turns (tasks.training.augment) and random crop
+       preprocess mean/std), the same flips/turns (segen.engines.training.augment) and random crop
        when the params ask for them, same number of epochs. No MLflow, no tqdm, no
        validation, no checkpoints. Its wall time includes loading the arrays.
   The two alternate (bare, stage, bare, stage, ... --repeats times each) in one process;
@@ -46,8 +46,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (bench_environment, busy_warning, fresh_dir, init_project,  # noqa: E402
-                     machine, median, table, write_json)
+from _common import (  # noqa: E402
+    bench_environment,
+    busy_warning,
+    fresh_dir,
+    init_project,
+    machine,
+    median,
+    table,
+    write_json,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -78,11 +86,10 @@ def unet_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def prepare(work: Path, args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """Project, params and the preprocess StageResult (stages run through their bodies)."""
     from segen.config import load_params
+    from segen.data.versioning import ensure_data
     from segen.project import Project
     from segen.tracking import configure_tracking
-    from tasks.preprocess import preprocess
-    from tasks.validate import validate
-    from tasks.version_data import ensure_data, version_data
+    from tasks.data import preprocess, validate, version_data
 
     params_path = init_project(work / "proj", {
         "dataset": {"n_images": args.n_images, "image_size": args.image_size},
@@ -123,7 +130,7 @@ def bare_fit(prepared: Any, unet: Any, steps_only: int | None = None) -> tuple[f
 
     from models.losses import ce_dice_loss
     from models.unet import UNet
-    from tasks.training import augment, random_crop
+    from segen.engines.training import augment, random_crop
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
@@ -181,7 +188,7 @@ def bare_fit(prepared: Any, unet: Any, steps_only: int | None = None) -> tuple[f
 
 def stage_fit(project: Any, prepared: Any, unet: Any) -> tuple[float, dict[str, Any]]:
     """The real stage body from scratch; returns (wall seconds, its StageResult.info)."""
-    from tasks.train_unet import train_unet
+    from tasks.unet import train_unet
 
     for folder in (project.store / "train_unet", project.work / "train_unet"):
         shutil.rmtree(folder, ignore_errors=True)  # no stored hit, no checkpoint to resume
@@ -201,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bench_environment(work / "state")
     import torch
 
-    import tasks.unet_trainer  # noqa: F401  (torch, tqdm, mlflow-free imports, before timing)
+    import segen.engines.unet_trainer  # noqa: F401  (torch, tqdm, mlflow-free imports, before timing)
 
     t0 = time.perf_counter()
     project, params, prepared = prepare(work, args)

@@ -10,14 +10,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, runtime
+from prefect import flow, runtime, task
+from prefect.cache_policies import NO_CACHE
 
 from flows.pipeline import pipeline
-from segen.data_lock import data_lock
+from segen.data.lock import data_lock
 from segen.project import Project
-from tasks.retraining import (check_stages, format_report, last_data_version, promote_new,
-                              record_success, retrain_report, skipped_report,
-                              unchanged_since_last_success)
+from tasks.retraining import (
+    check_stages,
+    format_report,
+    last_data_version,
+    promote_new,
+    record_success,
+    retrain_report,
+    skipped_report,
+    unchanged_since_last_success,
+)
+
+# The gate's step as a Prefect task of its own (state and logs in the UI), never cached.
+promote_new_task = task(name="promote_new", cache_policy=NO_CACHE,
+                        persist_result=False)(promote_new)
 
 
 @flow(name="segen-retrain", log_prints=True)
@@ -35,7 +47,7 @@ def retrain(project_dir: str, params_path: str, targets: list[str] | None = None
         else:
             summary = pipeline(project_dir, params_path, targets)
             check_stages(summary)  # a failed stage fails the run before any promotion
-            decisions = promote_new(project, params_path, summary["stages"])
+            decisions = promote_new_task(project, params_path, summary["stages"])
             report = retrain_report(before, summary, decisions)
         report["flow_run_id"] = str(runtime.flow_run.id)
         record_success(project, params_path, targets, report)

@@ -1,252 +1,228 @@
-"""The one reader of params.yaml: parses it into frozen, validated dataclasses.
+"""The one reader of params.yaml: parses it into frozen dataclasses validated by pydantic.
 
-Every section is a dataclass without defaults (params.yaml is the single source of
-values); unknown or missing keys and out-of-range values fail loudly with the key
-path and the fix.
+Sections have no defaults (params.yaml is the single source of values): unknown or missing
+keys and bad values fail with the file, the key path, the value and what was expected.
+Types, ranges and choices are annotations; rules spanning keys are validators. Only the
+standard library, yaml and pydantic are imported, so the CLI checks params.yaml fast.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
+from pydantic import (
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
 
 
 class ParamsError(ValueError):
     """params.yaml is missing, malformed, or holds a value out of range."""
 
 
-@dataclass(frozen=True)
+# Strict scalars: an int key rejects true and 1.5 (and "3"), a bool rejects "yes" and 1,
+# a string rejects 3. A float key accepts an int and stores it as a float.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
+Name = Annotated[str, Strict(), Field(pattern=r"\S")]  # not empty nor only blanks
+Seed = Annotated[Int, Field(ge=0)]  # numpy's default_rng rejects negative seeds
+Count = Annotated[Int, Field(ge=1)]
+Weight = Annotated[Float, Field(ge=0)]
+Rate = Annotated[Float, Field(gt=0)]
+Colour = Literal["rgb", "lab"]  # lab: CIE L*a*b*
+Mode = Literal["global", "per_image"]
+
+# Frozen standard dataclasses, validated by pydantic; unknown keys are errors.
+_section = dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+
+
+def _fail(*problems: tuple[str, Any, str]) -> None:
+    """Raise rule violations: (key relative to the section validated, value, expected)."""
+    if problems:
+        text = "; ".join(f"{k}: expected {e}, got {_show(v)}" for k, v, e in problems)
+        raise PydanticCustomError("params_rule", "{text}", {"text": text, "problems": problems})
+
+
+@_section
 class DatasetParams:
     """The procedurally generated default dataset (used when data/ is absent)."""
-    seed: int
-    n_images: int
-    image_size: int
-    min_shapes: int
-    max_shapes: int
+    seed: Seed
+    n_images: Annotated[Int, Field(ge=4)]
+    image_size: Annotated[Int, Field(ge=16)]
+    min_shapes: Count
+    max_shapes: Count
 
-    def check(self) -> None:
-        _require(self.n_images >= 4, "dataset.n_images", "an int >= 4", self.n_images)
-        _require(self.image_size >= 16, "dataset.image_size", "an int >= 16", self.image_size)
-        _require(1 <= self.min_shapes <= self.max_shapes, "dataset.min_shapes",
-                 "1 <= min_shapes <= max_shapes", (self.min_shapes, self.max_shapes))
+    @model_validator(mode="after")
+    def _shapes(self) -> DatasetParams:
+        if self.min_shapes > self.max_shapes:
+            _fail(("min_shapes", self.min_shapes, f"an int <= max_shapes = {self.max_shapes}"))
+        return self
 
 
-@dataclass(frozen=True)
+@_section
 class DataParams:
     """Dataset versioning: where DVC pushes data versions."""
-    remote: str  # a directory outside the repository (~ expanded) or any DVC remote URL
-
-    def check(self) -> None:
-        _require(bool(self.remote.strip()), "data.remote", "a non-empty path or URL", self.remote)
+    remote: Name  # a directory outside the repository (~ expanded) or any DVC remote URL
 
 
-@dataclass(frozen=True)
+@_section
 class ValidateParams:
     """Dataset checks run before any training."""
-    min_class_fraction: float  # classes rarer than this (pixel fraction) give a warning
-
-    def check(self) -> None:
-        _require(0.0 <= self.min_class_fraction < 1.0, "validate.min_class_fraction",
-                 "a float in [0, 1)", self.min_class_fraction)
+    min_class_fraction: Annotated[Float, Field(ge=0, lt=1)]  # rarer classes: a warning
 
 
-@dataclass(frozen=True)
+@_section
 class PreprocessParams:
     """Resize and deterministic train/val/test split."""
-    image_size: int
-    val_fraction: float
-    test_fraction: float
-    seed: int
-
-    def check(self) -> None:
-        _require(self.image_size >= 16, "preprocess.image_size", "an int >= 16", self.image_size)
-        for name in ("val_fraction", "test_fraction"):
-            value = getattr(self, name)
-            _require(0.0 < value < 0.5, f"preprocess.{name}", "a float in (0, 0.5)", value)
+    image_size: Annotated[Int, Field(ge=16)]
+    # Each below 0.5, so together below 1; Params checks that whole images are left to train.
+    val_fraction: Annotated[Float, Field(gt=0, lt=0.5)]
+    test_fraction: Annotated[Float, Field(gt=0, lt=0.5)]
+    seed: Seed
 
 
-@dataclass(frozen=True)
+@_section
 class UNetParams:
     """U-Net architecture and its training (Ronneberger et al. 2015)."""
-    depth: int
-    base_width: int
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    dice_weight: float
-    augment: bool
-    crop_size: int | None  # random square crops for training (None: whole images)
-    seed: int
+    depth: Annotated[Int, Field(ge=1, le=6)]
+    base_width: Count
+    epochs: Count
+    batch_size: Count
+    lr: Rate
+    weight_decay: Weight
+    dice_weight: Weight
+    augment: Bool
+    crop_size: Annotated[Int, Field(gt=0)] | None  # random square training crops; None: whole
+    seed: Seed
 
-    def check(self) -> None:
-        _require(1 <= self.depth <= 6, "unet.depth", "an int in [1, 6]", self.depth)
-        _require(self.base_width >= 1, "unet.base_width", "an int >= 1", self.base_width)
-        _require(self.epochs >= 1, "unet.epochs", "an int >= 1", self.epochs)
-        _require(self.batch_size >= 1, "unet.batch_size", "an int >= 1", self.batch_size)
-        _require(self.lr > 0, "unet.lr", "a float > 0", self.lr)
-        _require(self.weight_decay >= 0, "unet.weight_decay", "a float >= 0", self.weight_decay)
-        _require(self.dice_weight >= 0, "unet.dice_weight", "a float >= 0", self.dice_weight)
+    @model_validator(mode="after")
+    def _crop(self) -> UNetParams:
+        # A crop goes through the same depth 2x2 max-pools as a whole image.
         multiple = 2 ** self.depth
-        _require(self.crop_size is None or (self.crop_size > 0 and self.crop_size % multiple == 0),
-                 "unet.crop_size", f"null or a positive multiple of 2**depth = {multiple}",
-                 self.crop_size)
+        if self.crop_size and self.crop_size % multiple:
+            expected = f"null or a positive multiple of 2**depth = {multiple}"
+            _fail(("crop_size", self.crop_size, expected))
+        return self
 
 
-@dataclass(frozen=True)
+@_section
 class EvaluateParams:
     """Evaluation on the test split."""
-    batch_size: int
-    grid_images: int  # rows in the image / truth / prediction grid
-
-    def check(self) -> None:
-        _require(self.batch_size >= 1, "evaluate.batch_size", "an int >= 1", self.batch_size)
-        _require(self.grid_images >= 1, "evaluate.grid_images", "an int >= 1", self.grid_images)
+    batch_size: Count
+    grid_images: Count  # rows in the image / truth / prediction grid
 
 
-@dataclass(frozen=True)
+@_section
 class RegisterParams:
     """Registration of the trained U-Net in the MLflow model registry."""
-    model_name: str
-    champion_alias: str
-    section: ClassVar[str] = "register"  # where errors point in params.yaml
-
-    def check(self) -> None:
-        _require(bool(self.model_name.strip()), f"{self.section}.model_name",
-                 "a non-empty name", self.model_name)
+    model_name: Name
+    champion_alias: Name
+    section: ClassVar[str] = "register"  # its section in params.yaml
 
 
-@dataclass(frozen=True)
+@_section
 class KMeansParams:
     """K-means pixel segmenter, k-means++ seeding (Arthur & Vassilvitskii 2007)."""
-    n_clusters: int
-    colour: str  # pixel colour features: rgb | lab (CIE L*a*b*)
-    position_weight: float  # scale of the (y, x) position features, each in [0, 1]; 0: colour only
-    mode: str  # global: fit once on a train-split pixel sample | per_image: fit every image
-    fit_pixels: int  # pixels sampled to fit: across the train split (global) or per image
-    n_init: int
-    max_iter: int
-    seed: int
+    n_clusters: Annotated[Int, Field(ge=2, le=255)]  # labels are stored as uint8
+    colour: Colour  # pixel colour features
+    position_weight: Weight  # scale of the (y, x) features, each in [0, 1]; 0: colour only
+    mode: Mode  # global: fit once on a train-split pixel sample | per_image: fit every image
+    fit_pixels: Annotated[Int, Field(le=1_000_000)]  # sampled to fit: split-wide or per image
+    n_init: Count
+    max_iter: Count
+    seed: Seed
 
-    def check(self) -> None:
-        _require(2 <= self.n_clusters <= 255, "kmeans.n_clusters", "an int in [2, 255]",
-                 self.n_clusters)
-        _check_pixel_features("kmeans", self.colour, self.position_weight, self.mode)
-        _require(self.n_clusters <= self.fit_pixels <= 1_000_000, "kmeans.fit_pixels",
-                 "an int in [n_clusters, 1000000]", self.fit_pixels)
-        _require(self.n_init >= 1, "kmeans.n_init", "an int >= 1", self.n_init)
-        _require(self.max_iter >= 1, "kmeans.max_iter", "an int >= 1", self.max_iter)
+    @model_validator(mode="after")
+    def _sample(self) -> KMeansParams:  # k centres need at least k pixels
+        if self.fit_pixels < self.n_clusters:
+            expected = f"an int in [n_clusters = {self.n_clusters}, 1000000]"
+            _fail(("fit_pixels", self.fit_pixels, expected))
+        return self
 
 
-@dataclass(frozen=True)
+@_section
 class DBSCANParams:
     """DBSCAN pixel segmenter (Ester et al. 1996), fitted on a bounded pixel sample."""
-    eps: float  # neighbourhood radius in feature units (colours scaled to about [0, 1])
-    min_samples: int  # neighbours (itself included) that make a core pixel
-    colour: str
-    position_weight: float
-    mode: str
-    fit_pixels: int  # memory grows as fit_pixels^2 at worst, hence the cap
-    seed: int
-
-    def check(self) -> None:
-        _require(self.eps > 0, "dbscan.eps", "a float > 0", self.eps)
-        _require(self.min_samples >= 1, "dbscan.min_samples", "an int >= 1", self.min_samples)
-        _check_pixel_features("dbscan", self.colour, self.position_weight, self.mode)
-        _require(2 <= self.fit_pixels <= 10_000, "dbscan.fit_pixels", "an int in [2, 10000] "
-                 "(its neighbourhoods take up to ~16 bytes x fit_pixels^2)", self.fit_pixels)
+    eps: Rate  # neighbourhood radius in feature units (colours scaled to about [0, 1])
+    min_samples: Count  # neighbours (itself included) that make a core pixel
+    colour: Colour
+    position_weight: Weight
+    mode: Mode
+    fit_pixels: Annotated[Int, Field(ge=2, le=10_000, description="its neighbourhoods take "
+                                     "up to ~16 bytes x fit_pixels^2")]
+    seed: Seed
 
 
-@dataclass(frozen=True)
+@_section
 class ClusterEvaluateParams:
     """Evaluation of the clustering segmenters (and the comparison with the U-Net)."""
-    silhouette_pixels: int  # pixels sampled per test image for the silhouette coefficient
-    silhouette_colour: str  # rgb | lab: the one space every segmenter's silhouette is taken in
-    seed: int
-    grid_images: int  # rows in the image / truth / prediction grid
-
-    def check(self) -> None:
-        _require(2 <= self.silhouette_pixels <= 20_000, "cluster_evaluate.silhouette_pixels",
-                 "an int in [2, 20000]", self.silhouette_pixels)
-        _require(self.silhouette_colour in _COLOURS, "cluster_evaluate.silhouette_colour",
-                 f"one of {_COLOURS}", self.silhouette_colour)
-        _require(self.grid_images >= 1, "cluster_evaluate.grid_images", "an int >= 1",
-                 self.grid_images)
+    silhouette_pixels: Annotated[Int, Field(ge=2, le=20_000)]  # sampled per test image
+    silhouette_colour: Colour  # the one space every segmenter's silhouette is taken in
+    seed: Seed
+    grid_images: Count
 
 
-@dataclass(frozen=True)
+@_section
 class RegisterKMeansParams(RegisterParams):
     """Registration of the K-means segmenter in the MLflow model registry."""
     section: ClassVar[str] = "register_kmeans"
 
 
-@dataclass(frozen=True)
+@_section
 class RegisterDBSCANParams(RegisterParams):
     """Registration of the DBSCAN segmenter in the MLflow model registry."""
     section: ClassVar[str] = "register_dbscan"
 
 
-@dataclass(frozen=True)
+@_section
 class DivergenceParams:
     """When a generative training run counts as diverged (the stage then fails)."""
-    max_loss: float  # |loss| above this (or NaN/inf) after an epoch
-    collapse_std: float  # per-pixel std over a sample batch below this: a collapsed generator
-
-    def check(self) -> None:
-        _require(self.max_loss > 0, "generative.divergence.max_loss", "a float > 0",
-                 self.max_loss)
-        _require(self.collapse_std >= 0, "generative.divergence.collapse_std", "a float >= 0",
-                 self.collapse_std)
+    max_loss: Rate  # |loss| above this (or NaN/inf) after an epoch
+    collapse_std: Weight  # per-pixel std over a sample batch below this: a collapsed generator
 
 
-@dataclass(frozen=True)
+@_section
 class GenerativeParams:
     """Settings shared by every generative model (train and evaluate stages)."""
-    image_size: int  # generators train at this size (resized from the preprocess arrays)
-    latent_dim: int
-    batch_size: int
-    seed: int
-    sample_grid: int  # images per sample grid
-    eval_samples: int  # generated images per evaluation
-    cyclegan_domain_column: str  # manifest column whose two values are CycleGAN's domains
+    # The generators' conv stacks halve/double S per stride-2 stage between S x S and 4 x 4
+    # (pix2pix's U-Net down to 2 x 2), so S must be a power of two >= 16: the rule of
+    # GenSpec.__post_init__ in models/generative/blocks.py, checked here before torch loads.
+    image_size: Annotated[Int, Field(ge=16, description="a power of two: 16, 32, 64, ...")]
+    latent_dim: Count
+    batch_size: Annotated[Int, Field(ge=2, description="batch norm needs two")]
+    seed: Seed
+    sample_grid: Count  # images per sample grid
+    eval_samples: Annotated[Int, Field(ge=4)]  # generated images per evaluation
+    cyclegan_domain_column: Name  # manifest.csv column whose two values are the domains
     divergence: DivergenceParams
 
-    def check(self) -> None:
-        size = self.image_size
-        _require(size >= 8 and size & (size - 1) == 0, "generative.image_size",
-                 "a power of two >= 8", size)
-        for name in ("latent_dim", "batch_size", "sample_grid"):
-            _require(getattr(self, name) >= 1, f"generative.{name}", "an int >= 1",
-                     getattr(self, name))
-        _require(self.batch_size >= 2, "generative.batch_size", "an int >= 2 (batch norm)",
-                 self.batch_size)
-        _require(self.eval_samples >= 4, "generative.eval_samples", "an int >= 4",
-                 self.eval_samples)
-        _require(bool(self.cyclegan_domain_column.strip()), "generative.cyclegan_domain_column",
-                 "a manifest.csv column name", self.cyclegan_domain_column)
-        self.divergence.check()
+    @model_validator(mode="after")
+    def _size(self) -> GenerativeParams:
+        if self.image_size & (self.image_size - 1):
+            expected = "a power of two >= 16 (the generators halve it down to 4x4)"
+            _fail(("image_size", self.image_size, expected))
+        return self
 
 
-@dataclass(frozen=True)
+@_section
 class GeneratorParams:
     """One generative model's training: epochs, Adam learning rate, network width."""
-    epochs: int
-    lr: float
-    width: int  # base channel count of its networks
-
-    def check(self) -> None:
-        section = SECTION_OF[type(self)]
-        _require(self.epochs >= 1, f"{section}.epochs", "an int >= 1", self.epochs)
-        _require(self.lr > 0, f"{section}.lr", "a float > 0", self.lr)
-        _require(self.width >= 1, f"{section}.width", "an int >= 1", self.width)
-        for name, value in self.weights().items():
-            _require(value >= (1 if name == "n_critic" else 0), f"{section}.{name}",
-                     "an int >= 1" if name == "n_critic" else "a float >= 0", value)
+    epochs: Count
+    lr: Rate
+    width: Count  # base channel count of its networks
 
     def weights(self) -> dict[str, float]:
         """The objective's weights (everything but epochs, lr and width)."""
@@ -254,50 +230,50 @@ class GeneratorParams:
                 if k not in ("epochs", "lr", "width")}
 
 
-@dataclass(frozen=True)
+@_section
 class GanParams(GeneratorParams):
     """GAN, Goodfellow et al. 2014 (non-saturating generator loss)."""
 
 
-@dataclass(frozen=True)
+@_section
 class DCGanParams(GeneratorParams):
     """DCGAN, Radford et al. 2016."""
 
 
-@dataclass(frozen=True)
+@_section
 class CGanParams(GeneratorParams):
     """Class-conditional GAN (Mirza & Osindero 2014)."""
 
 
-@dataclass(frozen=True)
+@_section
 class WGanGpParams(GeneratorParams):
     """WGAN-GP, Gulrajani et al. 2017."""
-    gp_weight: float  # lambda of the gradient penalty (10 in the paper)
-    n_critic: int  # critic steps per generator step (5 in the paper)
+    gp_weight: Weight  # lambda of the gradient penalty (10 in the paper)
+    n_critic: Count  # critic steps per generator step (5 in the paper)
 
 
-@dataclass(frozen=True)
+@_section
 class VaeParams(GeneratorParams):
     """VAE, Kingma & Welling 2014; beta weighs the KL term (Higgins et al. 2017)."""
-    beta: float
+    beta: Weight
 
 
-@dataclass(frozen=True)
+@_section
 class CVaeParams(VaeParams):
     """Conditional VAE (Sohn et al. 2015)."""
 
 
-@dataclass(frozen=True)
+@_section
 class Pix2PixParams(GeneratorParams):
     """Mask-to-image, Isola et al. 2017: adversarial + l1_weight * L1 (100 in the paper)."""
-    l1_weight: float
+    l1_weight: Weight
 
 
-@dataclass(frozen=True)
+@_section
 class CycleGanParams(GeneratorParams):
     """CycleGAN, Zhu et al. 2017: cycle-consistency and identity loss weights."""
-    cycle_weight: float
-    identity_weight: float
+    cycle_weight: Weight
+    identity_weight: Weight
 
 
 SECTION_OF: dict[type, str] = {
@@ -305,123 +281,94 @@ SECTION_OF: dict[type, str] = {
     CGanParams: "cgan", CVaeParams: "cvae", Pix2PixParams: "pix2pix", CycleGanParams: "cyclegan"}
 
 
-@dataclass(frozen=True)
+@_section
 class FeatureExtractorParams:
     """The pinned classifier whose features FID, KID and precision/recall are measured in."""
-    width: int
-    feature_dim: int
-    epochs: int
-    batch_size: int
-    lr: float
-    seed: int
-
-    def check(self) -> None:
-        for name in ("width", "epochs"):
-            _require(getattr(self, name) >= 1, f"feature_extractor.{name}", "an int >= 1",
-                     getattr(self, name))
-        _require(self.feature_dim >= 2, "feature_extractor.feature_dim", "an int >= 2",
-                 self.feature_dim)
-        _require(self.batch_size >= 2, "feature_extractor.batch_size", "an int >= 2",
-                 self.batch_size)
-        _require(self.lr > 0, "feature_extractor.lr", "a float > 0", self.lr)
+    width: Count
+    feature_dim: Annotated[Int, Field(ge=2)]
+    epochs: Count
+    batch_size: Annotated[Int, Field(ge=2)]
+    lr: Rate
+    seed: Seed
 
 
-@dataclass(frozen=True)
+@_section
 class GenerativeEvaluateParams:
     """The evaluation protocol of the generative models (and of the references)."""
-    kid_subset_size: int
-    k: int  # neighbours for improved precision/recall (Kynkaanniemi et al. 2019)
-    seed: int
-
-    def check(self) -> None:
-        _require(self.kid_subset_size >= 2, "generative_evaluate.kid_subset_size",
-                 "an int >= 2", self.kid_subset_size)
-        _require(self.k >= 1, "generative_evaluate.k", "an int >= 1", self.k)
+    kid_subset_size: Annotated[Int, Field(ge=2)]
+    k: Count  # neighbours for improved precision/recall (Kynkaanniemi et al. 2019)
+    seed: Seed
 
 
-@dataclass(frozen=True)
+@_section
 class RegisterGenerativeParams:
     """Registration of every generative model: names are model_prefix + kind."""
-    model_prefix: str
-    champion_alias: str
-
-    def check(self) -> None:
-        _require(bool(self.model_prefix.strip()), "register_generative.model_prefix",
-                 "a non-empty prefix", self.model_prefix)
-        _require(bool(self.champion_alias.strip()), "register_generative.champion_alias",
-                 "a non-empty alias", self.champion_alias)
+    model_prefix: Name
+    champion_alias: Name
 
 
-_COLOURS = ("rgb", "lab")
-_MODES = ("global", "per_image")
-
-
-def _check_pixel_features(section: str, colour: str, position_weight: float, mode: str) -> None:
-    _require(colour in _COLOURS, f"{section}.colour", f"one of {_COLOURS}", colour)
-    _require(position_weight >= 0.0, f"{section}.position_weight", "a float >= 0",
-             position_weight)
-    _require(mode in _MODES, f"{section}.mode", f"one of {_MODES}", mode)
-
-
-@dataclass(frozen=True)
+@_section
 class GateParams:
     """The promotion gate of one model family: which metric, and by how much it must win."""
-    metric: str  # segmentation: mean_iou | mean_dice; clustering: ari | silhouette; generation: fid
-    margin: float  # the confidence interval must clear this, in the metric's units
-
-    def check_as(self, key: str, metrics: tuple[str, ...]) -> None:
-        _require(self.metric in metrics, f"{key}.metric", f"one of {metrics}", self.metric)
-        _require(self.margin >= 0.0, f"{key}.margin", "a float >= 0", self.margin)
+    metric: Literal["mean_iou", "mean_dice", "ari", "silhouette", "fid"]
+    margin: Weight  # the confidence interval must clear this, in the metric's units
 
 
-@dataclass(frozen=True)
+# One gate per family, each limited to the metrics that family reports.
+@_section
+class SegmentationGateParams(GateParams):
+    metric: Literal["mean_iou", "mean_dice"]
+
+
+@_section
+class ClusteringGateParams(GateParams):
+    metric: Literal["ari", "silhouette"]
+
+
+@_section
+class GenerationGateParams(GateParams):
+    metric: Literal["fid"]
+
+
+@_section
 class PromoteParams:
     """segen promote: a paired bootstrap over test images must clear each family's margin."""
-    confidence: float  # of the percentile interval of the mean per-image difference
-    bootstrap_samples: int
-    seed: int
-    lock_timeout_s: float  # wait at most this long for another promotion of the same model
-    segmentation: GateParams
-    clustering: GateParams
-    generation: GateParams
-
-    def check(self) -> None:
-        _require(0.5 <= self.confidence < 1.0, "promote.confidence", "a float in [0.5, 1)",
-                 self.confidence)
-        _require(self.bootstrap_samples >= 100, "promote.bootstrap_samples", "an int >= 100",
-                 self.bootstrap_samples)
-        _require(self.lock_timeout_s > 0, "promote.lock_timeout_s", "a float > 0",
-                 self.lock_timeout_s)
-        self.segmentation.check_as("promote.segmentation", ("mean_iou", "mean_dice"))
-        self.clustering.check_as("promote.clustering", ("ari", "silhouette"))
-        self.generation.check_as("promote.generation", ("fid",))
+    confidence: Annotated[Float, Field(ge=0.5, lt=1)]  # of the percentile interval
+    bootstrap_samples: Annotated[Int, Field(ge=100)]
+    seed: Seed
+    lock_timeout_s: Rate  # wait at most this long for another promotion of the same model
+    segmentation: SegmentationGateParams
+    clustering: ClusteringGateParams
+    generation: GenerationGateParams
 
 
-@dataclass(frozen=True)
+@_section
 class SyntheticParams:
     """Synthetic (image, mask) pairs from the mask-to-image generator for U-Net training
     (the synthesize_pairs, train_unet_synthetic and evaluate_unet_synthetic stages)."""
-    enabled: bool  # false: those stages are skipped
-    n_pairs: int  # pairs generated from re-laid-out train-split masks
-    seed: int
-
-    def check(self) -> None:
-        _require(self.n_pairs >= 1, "synthetic.n_pairs", "an int >= 1", self.n_pairs)
+    enabled: Bool  # false: those stages are skipped
+    n_pairs: Count  # pairs generated from re-laid-out train-split masks
+    seed: Seed
 
 
-@dataclass(frozen=True)
+@_section
 class MlflowParams:
     """Where runs and models are tracked (MLFLOW_TRACKING_URI overrides tracking_uri)."""
-    tracking_uri: str | None  # None: embedded SQLite store under .segen/
-    experiment: str
-
-    def check(self) -> None:
-        _require(bool(self.experiment.strip()), "mlflow.experiment", "a non-empty name",
-                 self.experiment)
+    tracking_uri: Name | None  # None: embedded SQLite store under .segen/
+    experiment: Name
 
 
-@dataclass(frozen=True)
+@_section
+class RunParams:
+    """How `segen run` shares the machine among the stages that can run side by side."""
+    max_parallel_stages: Count  # stages running at once (1: one after another)
+    threads_per_stage: Count | None  # CPU threads each; null: the cores / max_parallel_stages
+    stages_per_gpu: Count  # torch stages that may share one GPU at once
+
+
+@_section
 class Params:
+    run: RunParams
     dataset: DatasetParams
     data: DataParams
     validate: ValidateParams
@@ -450,6 +397,31 @@ class Params:
     register_generative: RegisterGenerativeParams
     synthetic: SyntheticParams
 
+    @model_validator(mode="after")
+    def _across_sections(self) -> Params:
+        problems = []
+        size, depth, crop = self.preprocess.image_size, self.unet.depth, self.unet.crop_size
+        # The U-Net pools depth times, and each upsampling must restore the skip's exact size
+        # (models/unet.py required_multiple).
+        if size % 2 ** depth:
+            expected = f"a multiple of 2**unet.depth = {2 ** depth}"
+            problems.append(("preprocess.image_size", size, expected))
+        if crop and crop > size:  # crops are cut from the preprocessed images
+            expected = f"null or an int <= preprocess.image_size = {size}"
+            problems.append(("unet.crop_size", crop, expected))
+        # The default dataset's split, as tasks/preprocess.py split_indices takes it (val and
+        # test get at least one image each), must leave images to train on.
+        n, fractions = self.dataset.n_images, self.preprocess
+        val, test = (max(1, round(n * f)) for f in (fractions.val_fraction,
+                                                     fractions.test_fraction))
+        if n - val - test < 1:
+            expected = (f"fractions that leave some of the dataset.n_images = {n} images to "
+                        f"train on (they take {val} val + {test} test)")
+            problems.append(("preprocess.val_fraction, test_fraction",
+                             (fractions.val_fraction, fractions.test_fraction), expected))
+        _fail(*problems)
+        return self
+
 
 def load_params(path: Path) -> Params:
     """Read and validate params.yaml (the only place that reads it)."""
@@ -461,10 +433,14 @@ def load_params(path: Path) -> Params:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML ({err}). Fix the syntax.") from err
-    params = _build(Params, raw, where=f"{path}:")
-    for section in dataclasses.fields(params):
-        getattr(params, section.name).check()
-    return params
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections (dataset:, unet:, ...) at "
+                          f"the top level, got {_show(raw)}.")
+    try:
+        return TypeAdapter(Params).validate_python(raw)
+    except ValidationError as err:
+        lines = [f"{path}: {line}" for e in err.errors() for line in _explain(e, path.name)]
+        raise ParamsError("\n".join(dict.fromkeys(lines))) from None
 
 
 def as_dict(section: Any) -> dict[str, Any]:
@@ -472,42 +448,70 @@ def as_dict(section: Any) -> dict[str, Any]:
     return dataclasses.asdict(section)
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{where}: expected a mapping for {cls.__name__}, got {raw!r}.")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(raw) - set(names))
-    missing = [n for n in names if n not in raw]
-    if unknown:
-        raise ParamsError(f"{where}: unknown key(s) {unknown}; allowed: {names}. Remove or "
-                          "rename them.")
-    if missing:
-        raise ParamsError(f"{where}: missing key(s) {missing}. Add them (see the README's "
-                          "configuration section).")
-    return cls(**{n: _coerce(hints[n], raw[n], _join(where, n)) for n in names})
+def _explain(error: dict[str, Any], name: str) -> list[str]:
+    """One pydantic error as lines of 'key: problem; fix'."""
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc)
+    fix = f"(fix the value in {name})"
+    if error["type"] == "params_rule":  # from a validator above: keys relative to loc
+        return [f"{'.'.join([*loc, k])}: expected {e}, got {_show(v)} {fix}"
+                for k, v, e in error["ctx"]["problems"]]
+    owner, field = _field_at(loc)
+    if field is None:  # the last part of loc is not a field of its section
+        names = [f.name for f in dataclasses.fields(owner)]
+        close = difflib.get_close_matches(loc[-1], names, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        fix = f"rename or remove it in {name}"
+        return [f"{key}: unknown key; {hint}expected one of {', '.join(names)} ({fix})"]
+    expected = _describe(field.annotation, field.metadata)
+    if field.description:
+        expected += f" ({field.description})"
+    if error["type"] == "missing":
+        what = "section" if dataclasses.is_dataclass(field.annotation) else "key"
+        return [f"{key}: missing {what}; add it to {name} (expected {expected})"]
+    return [f"{key}: expected {expected}, got {_show(error['input'])} {fix}"]
 
 
-def _join(where: str, name: str) -> str:
-    return f"{where} {name}" if where.endswith(":") else f"{where}.{name}"
+def _field_at(loc: list[str]) -> tuple[type, FieldInfo | None]:
+    """The section that holds loc's last key, and that key's field (None: no such key)."""
+    owner: Any = Params
+    for part in loc[:-1]:
+        owner = owner.__pydantic_fields__[part].annotation
+    return owner, owner.__pydantic_fields__.get(loc[-1])
 
 
-def _coerce(hint: Any, value: Any, where: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
-    if isinstance(hint, types.UnionType):  # `int | None`
-        if value is None and type(None) in hint.__args__:
-            return None
-        (inner,) = [a for a in hint.__args__ if a is not type(None)]
-        return _coerce(inner, value, where)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ParamsError(f"{where}: expected {hint.__name__}, got {value!r} "
-                          f"({type(value).__name__}). Fix it in params.yaml.")
-    return value
+def _describe(tp: Any, metadata: list[Any]) -> str:
+    """What a field expects, in words: 'an int in [2, 255]', "one of 'rgb', 'lab'"."""
+    if typing.get_origin(tp) is Annotated:
+        return _describe(tp.__origin__, [*tp.__metadata__, *metadata])
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # X | None
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return f"null or {_describe(inner, metadata)}"
+    if typing.get_origin(tp) is Literal:
+        return f"one of {', '.join(repr(a) for a in typing.get_args(tp))}"
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping of {', '.join(f.name for f in dataclasses.fields(tp))}"
+    bounds: dict[str, Any] = {}
+    for item in metadata:
+        for part in item.metadata if isinstance(item, FieldInfo) else [item]:
+            bounds.update({k: getattr(part, k) for k in ("ge", "gt", "le", "lt", "pattern")
+                           if getattr(part, k, None) is not None})
+    if "pattern" in bounds:
+        return "a non-empty string"
+    noun = {int: "an int", float: "a float", bool: "true or false", str: "a string"}[tp]
+    low = [(k, bounds[k]) for k in ("ge", "gt") if k in bounds]
+    high = [(k, bounds[k]) for k in ("le", "lt") if k in bounds]
+    if low and high:
+        (lo, a), (hi, b) = low[0], high[0]
+        return f"{noun} in {'[' if lo == 'ge' else '('}{a}, {b}{']' if hi == 'le' else ')'}"
+    ops = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    return " ".join([noun, *(f"{ops[k]} {v}" for k, v in low + high)])
 
 
-def _require(ok: bool, key: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ParamsError(f"params.yaml: {key}: expected {expected}, got {got!r}. Fix it in params.yaml.")
+def _show(value: Any) -> str:
+    """A value as params.yaml spells it."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, dict):
+        return f"a mapping ({', '.join(map(str, value))})"
+    return repr(value)

@@ -1,8 +1,7 @@
-"""Content hashes for cache keys: files, trees, params sections and source modules."""
+"""Content hashes for cache keys: bytes, files, trees and JSON values."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any, Iterable
@@ -35,18 +34,3 @@ def hash_json(value: Any) -> str:
     """Hash of a JSON-able value in canonical form (sorted keys, no whitespace)."""
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     return hash_bytes(text.encode())
-
-
-def source_files(modules: Iterable[str]) -> list[Path]:
-    """The .py files of the given module names, found without importing them."""
-    files = []
-    for name in modules:
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
-            raise ModuleNotFoundError(f"stage source module {name!r} not found")
-        files.append(Path(spec.origin))
-    return files
-
-
-def hash_sources(modules: Iterable[str]) -> str:
-    return hash_json([(p.name, hash_file(p)) for p in source_files(modules)])

@@ -3,7 +3,7 @@ the promote_new task that gates every model version the run registered, and the 
 what changed (data version, stages ran vs cached, promotion decisions).
 
 promote_new runs only after every pipeline stage succeeded (the flow raises before it
-otherwise), so a failed run never touches the champion. Promotion is segen.promotion.promote.
+otherwise), so a failed run never touches the champion. Promotion is segen.registry.promotion.promote.
 """
 from __future__ import annotations
 
@@ -12,18 +12,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from segen.config import load_params
-from segen.hashing import hash_file, hash_json, hash_sources, hash_tree
+from segen.data.versioning import recorded_version
+from segen.hashing import hash_file, hash_json, hash_tree
+from segen.pipeline.sources import modules_digest, stage_sources
+from segen.pipeline.store import read_pointer, write_atomic
 from segen.project import Project
-from segen.stages import STAGES
-from segen.store import StageResult, write_atomic
-from tasks.version_data import recorded_version
 
-# Besides every stage's own sources: the flows and this module decide what a run does.
-_FLOW_SOURCES = ("flows.pipeline", "flows.retrain", "tasks.retraining", "tasks.stage_log")
+# Besides every stage's own sources: the flows (and what they import) decide what a run does.
+_FLOW_SOURCES = ("flows.pipeline", "flows.retrain")
 
 
 def fingerprint(project: Project, params_path: str, targets: list[str] | None) -> str | None:
@@ -32,10 +29,12 @@ def fingerprint(project: Project, params_path: str, targets: list[str] | None) -
     (the run makes it)."""
     if not project.data.is_dir():
         return None
-    sources = sorted({m for s in STAGES.values() for m in s.sources} | set(_FLOW_SOURCES))
+    from tasks import stage_table
+
+    sources = [stage_sources(*s.source)[0] for s in stage_table().values()]
     return hash_json({"data": hash_tree(project.data), "recorded": recorded_version(project),
-                      "params": hash_file(Path(params_path)), "sources": hash_sources(sources),
-                      "targets": targets})
+                      "params": hash_file(Path(params_path)), "targets": targets,
+                      "sources": sources, "flows": modules_digest(_FLOW_SOURCES)})
 
 
 def _last_path(project: Project) -> Path:
@@ -110,10 +109,10 @@ def new_versions(project: Project, stages: list[dict[str, str]]) -> list[dict[st
     failed earlier run registered (its next run finds that register stage cached)."""
     done, found = gated(project), []
     for entry in stages:
-        pointer = project.pointer(entry["name"])
-        if entry["status"] not in ("ran", "cached") or not pointer.is_file():
+        result = read_pointer(project, entry["name"])
+        if entry["status"] not in ("ran", "cached") or result is None:
             continue
-        info = StageResult.from_json(pointer.read_text()).info
+        info = result.info
         if "model_name" in info and "version" in info and (
                 f"{info['model_name']}/{info['version']}" not in done):
             found.append({"stage": entry["name"], "model_name": info["model_name"],
@@ -138,12 +137,11 @@ def _finite(value: Any) -> bool:
     return not isinstance(value, float) or math.isfinite(value)
 
 
-@task(name="promote_new", cache_policy=NO_CACHE, persist_result=False)
 def promote_new(project: Project, params_path: str, stages: list[dict[str, str]]
                 ) -> list[dict[str, Any]]:
     """Run the promotion gate on every model version registered and not gated yet."""
-    from segen.promotion import promote
-    from segen.promotion.gate import family_of
+    from segen.registry.promotion import promote
+    from segen.registry.promotion.gate import family_of
     from segen.tracking import configure_tracking
 
     versions = new_versions(project, stages)

@@ -129,7 +129,7 @@ def kill_mid_training(project: Path, stage: str, timeout: float = 300) -> tuple[
     stop) and return that checkpoint with the epoch it holds."""
     import torch
 
-    proc = subprocess.Popen([sys.executable, "-m", "segen.cli", "stage", stage], cwd=project,
+    proc = subprocess.Popen([sys.executable, "-m", "segen.cli.main", "stage", stage], cwd=project,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
@@ -152,7 +152,8 @@ def _wait_for_checkpoint(work: Path, proc: subprocess.Popen, timeout: float) -> 
     raise TimeoutError("no checkpoint appeared")
 
 
-def segen_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """The real CLI in a subprocess (own temporary Prefect server)."""
-    return subprocess.run([sys.executable, "-m", "segen.cli", *args], cwd=cwd, text=True,
-                          capture_output=True, timeout=timeout)
+def segen_cli(*args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
+              ) -> subprocess.CompletedProcess:
+    """The real CLI in a subprocess (own temporary Prefect server); env: extra variables."""
+    return subprocess.run([sys.executable, "-m", "segen.cli.main", *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=timeout, env={**os.environ, **(env or {})})

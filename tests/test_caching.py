@@ -1,13 +1,17 @@
 """The caching matrix: what reruns when params, code inputs or data change."""
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import REPO, UNET, segen_cli, statuses, write_params
 
-from conftest import UNET, statuses, write_params
-from segen.stages import STAGES, stages_for
+from segen.pipeline.graph import STAGES
 
 pytestmark = pytest.mark.slow
 ALL = [name for name, spec in STAGES.items() if spec.enabled_by is None]  # tiny: all on
@@ -72,23 +76,53 @@ def test_missing_artifact_recomputes(tiny_project: Path, run_pipeline) -> None:
     assert statuses(second)["evaluate_unet"] == "cached"
 
 
-def test_changed_source_reruns_dependent_stages(tiny_project: Path, run_pipeline, monkeypatch
-                                                ) -> None:
-    import segen.hashing
-    import tasks.caching
+def test_edited_helper_reruns_its_stage_in_a_copied_checkout(tiny_project: Path,
+                                                             tmp_path: Path) -> None:
+    """Real edits to a copy of the code: a helper only the generators' engines import
+    (segen/engines/gen_data.py) reruns train_dcgan and leaves the U-Net cached; a
+    comment-only edit reruns nothing."""
+    code = tmp_path / "code"
+    for folder in ("segen", "tasks", "flows", "models"):
+        shutil.copytree(REPO / folder, code / folder,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    env = {"PYTHONPATH": str(code)}
+    targets = ("--stages", "train_dcgan", "train_unet", "--json")
+    cold = _json(segen_cli("run", *targets, cwd=tiny_project, env=env))
+    assert {"train_dcgan", "train_unet"} <= _ran(cold)
 
-    run_pipeline(tiny_project, UNET)
-    real = segen.hashing.hash_sources
+    helper = code / "segen" / "engines" / "gen_data.py"
+    helper.write_text(helper.read_text() + "\n\nEDITED = 1\n")
+    assert _ran(_json(segen_cli("run", *targets, cwd=tiny_project, env=env))) == {"train_dcgan"}
 
-    def edited(modules):  # as if models/unet.py had been edited
-        return real(modules) + ("-edited" if "models.unet" in modules else "")
+    helper.write_text(helper.read_text() + "\n# a comment only\n")
+    assert _ran(_json(segen_cli("run", *targets, cwd=tiny_project, env=env))) == set()
 
-    monkeypatch.setattr(tasks.caching, "hash_sources", edited)
-    # the stages whose sources include models/unet.py rerun; the edit changes no output
-    # here, so their digests are unchanged and the stages after them stay hits.
-    assert _ran(run_pipeline(tiny_project, UNET)) == {
-        name for name, spec in STAGES.items() if "models.unet" in spec.sources} & set(
-        stages_for(UNET))
+
+# Runs the CLI with Prefect, torch and MLflow made unimportable.
+_WITHOUT_HEAVY_IMPORTS = ("import sys\n"
+                          "for name in ('prefect', 'torch', 'mlflow'): sys.modules[name] = None\n"
+                          "from segen.cli.main import main\n"
+                          "sys.exit(main(sys.argv[1:]))\n")
+
+
+def test_fully_cached_run_needs_no_prefect_torch_or_mlflow(tiny_project: Path) -> None:
+    """Every key is a valid hit: the summary comes from the store alone, recorded in the
+    run log; the keys and models are the ones the Prefect run reported."""
+    cold = _json(segen_cli("run", "--stages", "register_unet", "--json", cwd=tiny_project))
+    proc = subprocess.run([sys.executable, "-c", _WITHOUT_HEAVY_IMPORTS, "run", "--stages",
+                           "register_unet", "--json"], cwd=tiny_project, text=True,
+                          capture_output=True, timeout=120)
+    warm = _json(proc)
+    assert set(statuses(warm).values()) == {"cached"}
+    assert statuses_keys(warm) == statuses_keys(cold) and warm["models"] == cold["models"]
+    runs = _json(segen_cli("runs", "--json", cwd=tiny_project))
+    assert [(r["mode"], r["cached"], r["ran"]) for r in runs] == [
+        ("prefect", 0, len(cold["stages"])), ("store", len(warm["stages"]), 0)]
+
+
+def _json(proc) -> Any:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def statuses_keys(summary: dict) -> dict[str, str]:

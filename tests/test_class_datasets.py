@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import init_project, segen_cli
 from PIL import Image
 
-from conftest import init_project, segen_cli
-from segen.class_importers import ImportClassesError, import_classes, import_digits
-from segen.validation import ValidationReport, validate_dataset
+from segen.data.class_importers import ImportClassesError, import_classes, import_digits
+from segen.data.validation import ValidationReport, validate_dataset
 
 MIN_FRACTION = 0.005  # params.yaml validate.min_class_fraction
 
@@ -148,9 +148,9 @@ def test_builtin_digits(tmp_path: Path) -> None:
 
 def test_preprocess_without_masks(tmp_path: Path) -> None:
     from segen.config import PreprocessParams
+    from segen.pipeline.store import StageResult
     from segen.project import Project
-    from segen.store import StageResult
-    from tasks.preprocess import preprocess
+    from tasks.data import preprocess
 
     import_classes(_tree(tmp_path / "in", mode="L"), tmp_path / "proj" / "data")
     upstream = {name: StageResult(name, "k", "d", str(tmp_path), {"data_version": "v.dir"})

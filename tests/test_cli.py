@@ -8,17 +8,16 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, segen_cli, write_params
 
 
 def test_help_is_instant() -> None:
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "segen.cli", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "segen.cli.main", "--help"], capture_output=True,
                          text=True, check=True)
     assert "run" in out.stdout and "stage" in out.stdout
     # correctness, not speed: --help must not import the heavy stack
-    probe = ("import sys, segen.cli; segen.cli._parser(); "
+    probe = ("import sys, segen.cli.main; segen.cli.main._parser(); "
              "print([m for m in ('torch', 'prefect', 'mlflow', 'dvc') if m in sys.modules])")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True).stdout.strip() == "[]"

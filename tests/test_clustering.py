@@ -8,13 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO
+
 from models import cluster_metrics as cm
-from models.clustering import (NOISE, DBSCANSegmenter, KMeansSegmenter, pixel_features,
-                               rgb_to_lab)
-from segen import clustering
+from models.clustering import (
+    NOISE,
+    DBSCANSegmenter,
+    KMeansSegmenter,
+    pixel_features,
+    rgb_to_lab,
+)
 from segen.config import ParamsError, load_params
+from segen.engines import clustering
 
 RED, BLUE, GREEN = (220, 30, 30), (30, 30, 220), (30, 200, 30)
 
@@ -223,7 +228,7 @@ def test_dbscan_on_512x512_stays_within_its_memory_bound(image_kind: str) -> Non
     Measured two ways: tracemalloc (numpy's allocations) and the rise of the process's
     peak resident memory (which also sees scikit-learn's native neighbour lists, which
     tracemalloc does not)."""
-    from segen.shapes import make_sample
+    from segen.data.shapes import make_sample
 
     if image_kind == "shapes":
         image = make_sample(np.random.default_rng(0), 512, 1, 4).image
@@ -251,8 +256,8 @@ def test_dbscan_that_finds_no_cluster_says_which_params_to_change(tmp_path: Path
     import json
 
     from segen.config import DBSCANParams
-    from segen.store import StageResult
-    from tasks.cluster_training import fit
+    from segen.engines.cluster_trainer import fit
+    from segen.pipeline.store import StageResult
 
     image, mask = _flat_image([(RED, 6), (BLUE, 4)])
     np.save(tmp_path / "images.npy", image[None])

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import statuses, write_params
 
 pytestmark = pytest.mark.slow

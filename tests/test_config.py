@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from segen.config import ParamsError, load_params
 
 
@@ -28,12 +28,12 @@ def test_repository_params_load_frozen() -> None:
 @pytest.mark.parametrize("mutate, message", [
     (lambda r: r["unet"].update(lr_typo=1.0), "unknown key"),
     (lambda r: r["unet"].pop("epochs"), "missing key"),
-    (lambda r: r["unet"].update(epochs="ten"), "unet.epochs: expected int"),
+    (lambda r: r["unet"].update(epochs="ten"), "unet.epochs: expected an int >= 1, got 'ten'"),
     (lambda r: r["unet"].update(lr=-1.0), "unet.lr: expected a float > 0"),
     (lambda r: r["unet"].update(crop_size=30), "unet.crop_size"),
     (lambda r: r["preprocess"].update(test_fraction=0.9), "preprocess.test_fraction"),
     (lambda r: r.update(surprise={}), "unknown key"),
-    (lambda r: r["unet"].update(augment="yes"), "unet.augment: expected bool"),
+    (lambda r: r["unet"].update(augment="yes"), "unet.augment: expected true or false"),
 ])
 def test_bad_params_are_rejected_with_the_key(tmp_path: Path, mutate, message: str) -> None:
     with pytest.raises(ParamsError, match=message):

@@ -10,16 +10,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY, init_project, segen_cli
 from PIL import Image
 
-from conftest import TINY, init_project, segen_cli
 from segen.config import load_params
-from segen.data_add import DataAddError, add_samples
+from segen.data.add import DataAddError, add_samples
+from segen.data.shapes import CLASSES, generate_shapes_dataset
+from segen.data.validation import validate_dataset
+from segen.data.versioning import recorded_version, track_data
 from segen.hashing import hash_tree
 from segen.project import Project
-from segen.shapes import CLASSES, generate_shapes_dataset
-from segen.validation import validate_dataset
-from tasks.version_data import recorded_version, track_data
 
 
 @pytest.fixture

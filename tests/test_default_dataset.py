@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-
 from conftest import REPO, init_project, segen_cli
+
 from segen.config import load_params
-from segen.shapes import generate_shapes_dataset
+from segen.data.shapes import generate_shapes_dataset
 
 ISBI = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "isbi2012-membrane"
 

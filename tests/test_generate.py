@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import REPO, segen_cli
+from PIL import Image
 
 CLASSES = ["background", "circle", "square"]
 SIZE = 16
@@ -21,7 +20,7 @@ def _generator(kind: str, folder: Path) -> Path:
     import torch
 
     from models.generative import CONDITIONING, GenSpec, create
-    from segen.gen_inference import save_generator
+    from segen.serving.generator import save_generator
 
     torch.manual_seed(0)
     spec = {"channels": 3, "image_size": SIZE, "n_classes": len(CLASSES), "latent_dim": 8,
@@ -34,7 +33,7 @@ def _generator(kind: str, folder: Path) -> Path:
 
 
 def _result(stage: str, path: Path, **info: object):  # noqa: ANN202
-    from segen.store import StageResult
+    from segen.pipeline.store import StageResult
 
     return StageResult(stage=stage, key=f"key-{stage}", digest=f"digest-{stage}",
                        path=str(path), info={"params": {}, **info})
@@ -43,7 +42,7 @@ def _result(stage: str, path: Path, **info: object):  # noqa: ANN202
 def _register(project, kind: str, root: Path):  # noqa: ANN001, ANN202
     """Run the register_<kind> stage body (no Prefect engine) on stand-in upstream results."""
     from segen.config import RegisterGenerativeParams
-    from tasks.register_generative import REGISTER_TASKS
+    from tasks.generative import REGISTER_TASKS
 
     evaluation = root / f"eval-{kind}"
     evaluation.mkdir()
@@ -180,19 +179,17 @@ def test_synthetic_stages_skipped_unless_enabled(tmp_path: Path) -> None:
     import dataclasses
 
     from segen.config import load_params
-    from segen.project import Project
-    from segen.stages import stage
-    from tasks.stage_log import StageLog
+    from segen.pipeline.graph import stage
+    from segen.pipeline.runner import blocked_reason
 
     params = load_params(REPO / "params.yaml")
     assert not params.synthetic.enabled  # off by default
-    log = StageLog(Project.at(tmp_path), params)
     for name in ("synthesize_pairs", "train_unet_synthetic", "evaluate_unet_synthetic"):
-        assert log._blocked(stage(name)) == ("skipped",
-                                            "synthetic.enabled is false in params.yaml")
+        assert blocked_reason(stage(name), params, {}, {}) == (
+            "skipped", "synthetic.enabled is false in params.yaml")
     enabled = dataclasses.replace(params, synthetic=dataclasses.replace(params.synthetic,
                                                                         enabled=True))
-    assert StageLog(Project.at(tmp_path), enabled)._blocked(stage("synthesize_pairs")) is None
+    assert blocked_reason(stage("synthesize_pairs"), enabled, {}, {}) is None
 
 
 def _preprocessed(folder: Path, n: int = 10, size: int = 32) -> Path:
@@ -216,13 +213,13 @@ def _preprocessed(folder: Path, n: int = 10, size: int = 32) -> Path:
 
 def test_synthetic_pairs_train_the_unet(tmp_path: Path) -> None:
     """synthesize_pairs' work on a tiny pix2pix, then the U-Net recipe on real + synthetic
-    pairs (tasks.unet_trainer.fit) and the U-Net evaluation on the test split."""
+    pairs (segen.engines.unet_trainer.fit) and the U-Net evaluation on the test split."""
     from segen.config import EvaluateParams, SyntheticParams, UNetParams, load_params
+    from segen.engines.synthetic_pairs import load_pairs, synthesize
+    from segen.engines.unet_evaluation import evaluate
+    from segen.engines.unet_trainer import fit
     from segen.project import Project
     from segen.tracking import configure_tracking
-    from tasks.synthetic_pairs import load_pairs, synthesize
-    from tasks.unet_evaluation import evaluate
-    from tasks.unet_trainer import fit
 
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     project = Project.at(tmp_path)
@@ -260,10 +257,10 @@ def test_stage_tasks_take_what_the_graph_gives() -> None:
     wire them): project, upstream results, params sections."""
     import inspect
 
-    from segen.stages import GENERATIVE_KINDS, stage
-    from tasks.stage_log import stage_tasks
+    from segen.pipeline.graph import GENERATIVE_KINDS, stage
+    from tasks import stage_table
 
-    tasks = stage_tasks()
+    tasks = stage_table()
     names = [f"register_{kind}" for kind in GENERATIVE_KINDS] + [
         "synthesize_pairs", "train_unet_synthetic", "evaluate_unet_synthetic"]
     for name in names:

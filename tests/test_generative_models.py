@@ -11,7 +11,12 @@ import torch
 import models.generative as gen
 from models.generative.blocks import GenSpec
 from models.generative.losses import (
-    d_loss_bce, g_loss_nonsaturating, gaussian_kl, gradient_penalty, lsgan_per_sample, recon_sse,
+    d_loss_bce,
+    g_loss_nonsaturating,
+    gaussian_kl,
+    gradient_penalty,
+    lsgan_per_sample,
+    recon_sse,
     weighted_mean,
 )
 

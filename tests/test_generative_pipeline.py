@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import init_project, kill_mid_training, segen_cli, statuses, write_params
-from segen.stages import GENERATIVE_KINDS, STAGES
+
+from segen.pipeline.graph import GENERATIVE_KINDS, STAGES
 
 slow = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -59,7 +59,7 @@ def test_divergence_checks() -> None:
     import torch
 
     from segen.config import load_params
-    from tasks.gen_trainer import GenerativeDivergenceError, check_divergence
+    from segen.engines.gen_trainer import GenerativeDivergenceError, check_divergence
 
     params = load_params(REPO / "params.yaml").generative
     varied, constant = torch.randn(8, 3, 4, 4), torch.zeros(8, 3, 4, 4)
@@ -176,7 +176,7 @@ def _class_folder_data(root: Path) -> None:
     import numpy as np
     from PIL import Image
 
-    from segen.class_importers import import_classes
+    from segen.data.class_importers import import_classes
 
     rng = np.random.default_rng(0)
     for label, name in enumerate(("dark", "light")):

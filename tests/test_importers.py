@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import init_project, segen_cli
 from PIL import Image
 
-from conftest import init_project, segen_cli
-from segen import importers
-from segen.importers import ImportPairsError, import_pairs, parse_class_map
-from segen.validation import validate_dataset
+from segen.data import importers
+from segen.data.importers import ImportPairsError, import_pairs, parse_class_map
+from segen.data.validation import validate_dataset
 
 ISBI = Path("/work/shared/datasets/isbi2012-membrane/train")
 needs_isbi = pytest.mark.skipif(not ISBI.is_dir(), reason=f"ISBI 2012 copy not at {ISBI}")

@@ -11,7 +11,6 @@ from typing import Any
 from xml.etree import ElementTree
 
 import pytest
-
 from conftest import git, init_project, segen_cli
 
 CHANGED = "images/img_00003.png"
@@ -26,11 +25,11 @@ def _run_stages(root: Path) -> dict[str, Any]:
     from prefect import flow
 
     from segen.config import load_params
+    from segen.data.versioning import ensure_data
+    from segen.pipeline.runner import StageLog
+    from segen.pipeline.summary import summarise
     from segen.project import Project
-    from segen.summary import summarise
     from segen.tracking import configure_tracking
-    from tasks.stage_log import StageLog
-    from tasks.version_data import ensure_data
 
     @flow(name="segen-lineage-test")
     def stages_flow(project_dir: str) -> dict[str, Any]:
@@ -93,8 +92,8 @@ def _cli_json(root: Path, *args: str) -> dict[str, Any]:
 
 
 def _main_json(root: Path, capsys, *args: str) -> dict[str, Any]:
-    """The same through segen.cli.main in this process (no second mlflow import)."""
-    from segen.cli import main
+    """The same through segen.cli.main.main in this process (no second mlflow import)."""
+    from segen.cli.main import main
 
     capsys.readouterr()
     code = main(["--project", str(root), "lineage", *args, "--params",
@@ -136,7 +135,7 @@ def test_lineage_model(history) -> None:
 
 @pytest.mark.slow
 def test_lineage_model_alias_latest_and_other_families(project, history) -> None:
-    from segen.lineage.queries import model_lineage
+    from segen.registry.lineage.queries import model_lineage
     from segen.tracking import client
 
     champion = client().get_registered_model("test-unet").aliases["champion"]
@@ -168,7 +167,7 @@ def test_lineage_model_alias_latest_and_other_families(project, history) -> None
 
 @pytest.mark.slow
 def test_lineage_data(project, history, capsys) -> None:
-    from segen.lineage.queries import data_lineage
+    from segen.registry.lineage.queries import data_lineage
 
     v1 = history["v1"]["data_version"]
     report = data_lineage(project, v1)
@@ -183,12 +182,12 @@ def test_lineage_data(project, history, capsys) -> None:
     assert by_git["resolved_from"] == history["rev2"]
     assert _versions(by_git["model_versions"]) == _registered(history["v2"])
     # exactly: every tagged run of the store belongs to one of the two versions, once
-    from segen.lineage.queries import DATA_TAG, Registry
+    from segen.registry.lineage.queries import DATA_TAG, Registry
 
     tagged = {r.info.run_id for r in Registry().runs() if DATA_TAG in r.data.tags}
     ids1, ids2 = ({r["run_id"] for r in x["runs"]} for x in (report, by_git))
     assert not ids1 & ids2 and ids1 | ids2 == tagged
-    from segen.cli import main
+    from segen.cli.main import main
 
     bad = ["--project", str(history["root"]), "lineage", "data", "no-such-rev"]
     assert main(bad) == 2 and "neither a data version" in capsys.readouterr().err
@@ -196,7 +195,7 @@ def test_lineage_data(project, history, capsys) -> None:
 
 @pytest.mark.slow
 def test_lineage_file(project, history, tmp_path) -> None:
-    from segen.lineage.queries import file_lineage
+    from segen.registry.lineage.queries import file_lineage
 
     root, remote = history["root"], str(history["root"].parent / "proj-remote")
     v1, v2 = history["v1"]["data_version"], history["v2"]["data_version"]
@@ -251,8 +250,8 @@ def test_lineage_graph(history, tmp_path, capsys) -> None:
     assert len(report["nodes"]["data"]) == 2 and report["edges"] == 2 * (3 + 2)
 
     from segen.config import load_params
-    from segen.lineage.graph import write_graph
     from segen.project import Project
+    from segen.registry.lineage.graph import write_graph
     from segen.tracking import configure_tracking
 
     project = Project.at(root)
@@ -291,8 +290,12 @@ def test_lineage_against_mlflow_server(history, tmp_path, capsys) -> None:
 
 def test_data_versions_from_git(tmp_path) -> None:
     """data.dvc's history: each commit's md5, any revision resolved through it."""
-    from segen.lineage.revisions import data_history, resolve_data_version, revisions_of
     from segen.project import Project
+    from segen.registry.lineage.revisions import (
+        data_history,
+        resolve_data_version,
+        revisions_of,
+    )
 
     root = tmp_path / "repo"
     root.mkdir()
@@ -324,7 +327,7 @@ def test_graph_drawing(tmp_path) -> None:
     """The layout and both renderings, on a hand-made graph (no MLflow)."""
     from PIL import Image
 
-    from segen.lineage.graph import Graph, Node, _layout, to_svg, write_png
+    from segen.registry.lineage.graph import Graph, Node, _layout, to_svg, write_png
 
     graph = Graph()
     graph.add(Node("data:a", "data", ("data a", "git 1"), "a"))

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import UNET, statuses
 
 pytestmark = pytest.mark.slow

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO, segen_cli
 from PIL import Image
 
-from conftest import REPO, segen_cli
-from segen.predict import NOISE, model_uri, overlay, save_labels
+from segen.serving.predict import NOISE, model_uri, overlay, save_labels
 
 RED, BLUE = (220, 30, 30), (30, 30, 220)
 
@@ -27,12 +27,12 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project whose embedded registry holds test-kmeans v1 and test-unet v1."""
     import torch
 
-    from segen import clustering
-    from segen.cluster_pyfunc import log_cluster_model
     from segen.config import load_params
-    from segen.inference import build_unet, save_unet
+    from segen.engines import clustering
     from segen.project import Project
-    from segen.pyfunc import log_segmentation_model
+    from segen.serving.cluster_pyfunc import log_cluster_model
+    from segen.serving.unet import build_unet, save_unet
+    from segen.serving.unet_pyfunc import log_segmentation_model
     from segen.tracking import configure_tracking, start_run
 
     root = tmp_path_factory.mktemp("predict") / "proj"

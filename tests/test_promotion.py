@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from segen.promotion.bootstrap import clears_margin, paired_bootstrap
-from segen.promotion.history import champion_stack
 from conftest import init_project, segen_cli, write_params
 from servers import free_port, mlflow_server
+
+from segen.registry.promotion.bootstrap import clears_margin, paired_bootstrap
+from segen.registry.promotion.history import champion_stack
 
 UNET, KMEANS = "test-unet", "test-kmeans"
 # Stages that make a U-Net and a K-means version (the rest of the pipeline is not needed).
@@ -80,8 +80,8 @@ def test_champion_stack_replays_promotions_and_rollbacks():
 
 def test_a_held_lock_makes_a_second_promotion_wait_then_fail_clearly(tmp_path):
     from segen.project import Project
-    from segen.promotion import PromotionBusy
-    from segen.promotion.lock import model_lock
+    from segen.registry.promotion import PromotionBusy
+    from segen.registry.promotion.lock import model_lock
 
     project = Project.at(tmp_path)
     with model_lock(project, "m", 5.0) as path:
@@ -97,7 +97,10 @@ def test_fid_bootstrap_matches_torchmetrics_and_ranks_the_closer_model():
     import torch
 
     from models.gen_metrics import fid
-    from segen.promotion.generation import frechet_distance, paired_fid_bootstrap
+    from segen.registry.promotion.generation import (
+        frechet_distance,
+        paired_fid_bootstrap,
+    )
 
     rng = np.random.default_rng(4)
     real = rng.normal(size=(40, 8))
@@ -111,7 +114,7 @@ def test_fid_bootstrap_matches_torchmetrics_and_ranks_the_closer_model():
 
 def test_families_follow_the_register_sections():
     from segen.config import load_params
-    from segen.promotion.gate import family_of
+    from segen.registry.promotion.gate import family_of
 
     params = load_params(Path(__file__).resolve().parent.parent / "params.yaml")
     assert family_of(params, params.register.model_name).name == "segmentation"
@@ -172,8 +175,8 @@ def _binary_shapes(scratch: Path, data: Path) -> None:
     """60 generated 32x32 images whose masks say only shape (255) or background (0)."""
     from PIL import Image
 
-    from segen.importers import import_pairs
-    from segen.shapes import generate_shapes_dataset
+    from segen.data.importers import import_pairs
+    from segen.data.shapes import generate_shapes_dataset
 
     generate_shapes_dataset(scratch, seed=7, n_images=60, image_size=32, min_shapes=1,
                             max_shapes=4)
@@ -214,7 +217,7 @@ def test_gate_force_rollback_and_history_over_a_server(registry):
 
     from segen.config import load_params
     from segen.project import Project
-    from segen.promotion import alias_history, promote, rollback
+    from segen.registry.promotion import alias_history, promote, rollback
 
     params = load_params(project / "params.yaml")
     better = promote(Project.at(project), params, UNET)  # the latest version: 3
@@ -273,7 +276,7 @@ def test_clustering_gate_and_first_champion(registry):
 
     from segen.config import load_params
     from segen.project import Project
-    from segen.promotion import promote
+    from segen.registry.promotion import promote
 
     project, server = registry
     params = load_params(project / "params.yaml")
@@ -291,14 +294,14 @@ def test_clustering_gate_and_first_champion(registry):
 def test_concurrent_promotions_record_one_move(registry):
     from segen.config import load_params
     from segen.project import Project
-    from segen.promotion import promote
+    from segen.registry.promotion import promote
 
     project, server = registry
     promote(Project.at(project), load_params(project / "params.yaml"), UNET, 1, force=True,
             reason="reset")
     assert _champion(server.uri, UNET) == "1"
     before = len(_cli(project, "history", UNET)[1]["events"])
-    cmd = [sys.executable, "-m", "segen.cli", "promote", UNET, "--version", "3", "--json"]
+    cmd = [sys.executable, "-m", "segen.cli.main", "promote", UNET, "--version", "3", "--json"]
     procs = [subprocess.Popen(cmd, cwd=project, text=True, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
@@ -317,7 +320,7 @@ def test_concurrent_promotions_record_one_move(registry):
 def test_missing_test_data_or_model_fails_clearly_and_moves_nothing(registry):
     from segen.config import load_params
     from segen.project import Project
-    from segen.promotion import promote
+    from segen.registry.promotion import promote
 
     project, server = registry
     params, before = load_params(project / "params.yaml"), _champion(server.uri, UNET)

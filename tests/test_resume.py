@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import kill_mid_training, segen_cli, write_params
 
 pytestmark = pytest.mark.slow

@@ -19,13 +19,13 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import TINY, init_project, segen_cli
-from segen import prefect_server as local_server
-from segen.project import Project
-from segen.shapes import CLASSES, generate_shapes_dataset
+from PIL import Image
 from servers import _stop_group, prefect_server
+
+from segen.data.shapes import CLASSES, generate_shapes_dataset
+from segen.pipeline import prefect_server as local_server
+from segen.project import Project
 
 WAIT_S = 420  # per scheduled run: CI machines with 2 busy cores are slow
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
@@ -35,8 +35,13 @@ DECISIONS = {"promoted", "rejected", "forced", "first", "already_champion"}
 def _final_runs(api: str) -> list[Any]:
     """segen-retrain flow runs in a final state, oldest first (through Prefect's client)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (FlowFilter, FlowFilterName, FlowRunFilter,
-                                                FlowRunFilterState, FlowRunFilterStateType)
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -102,7 +107,7 @@ def test_scheduled_retraining(tmp_path: Path) -> None:
         log = tmp_path / "schedule.log"
         with open(log, "wb") as out:
             schedule = subprocess.Popen(
-                [sys.executable, "-m", "segen.cli", "schedule", "--interval", "5",
+                [sys.executable, "-m", "segen.cli.main", "schedule", "--interval", "5",
                  "--stages", "register_unet", "--json"], cwd=project.root,
                 env={**os.environ, "PREFECT_API_URL": api,
                      "PREFECT_RUNNER_POLL_FREQUENCY": "2"}, stdout=out,  # default 10 s
@@ -162,7 +167,7 @@ def test_local_server_start_stop(tmp_path: Path) -> None:
         again, started_again = local_server.ensure_server(project)
         assert again == record and not started_again
         env_free = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-        stop = subprocess.run([sys.executable, "-m", "segen.cli", "schedule", "--stop-server",
+        stop = subprocess.run([sys.executable, "-m", "segen.cli.main", "schedule", "--stop-server",
                                "--json"], cwd=project.root, env=env_free, text=True,
                               capture_output=True, timeout=300)
         assert stop.returncode == 0, stop.stderr
@@ -186,10 +191,17 @@ def test_schedule_rejects_bad_arguments(tmp_path: Path) -> None:
 
 def test_retraining_steps_refuse_failed_or_diverged_runs(tmp_path: Path) -> None:
     """The checks that keep promotion away from a failed run (no servers needed)."""
-    from segen.store import StageResult, write_atomic
-    from tasks.retraining import (DivergedModelError, RetrainFailed, check_finite,
-                                  check_stages, mark_gated, new_versions, retrain_report)
-    from segen.stages import stages_for
+    from segen.pipeline.graph import stages_for
+    from segen.pipeline.store import StageResult, write_atomic
+    from tasks.retraining import (
+        DivergedModelError,
+        RetrainFailed,
+        check_finite,
+        check_stages,
+        mark_gated,
+        new_versions,
+        retrain_report,
+    )
 
     assert stages_for(["register_unet"]) == ["version_data", "validate", "preprocess",
                                              "train_unet", "evaluate_unet", "register_unet"]

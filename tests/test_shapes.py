@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import REPO, init_project
 from PIL import Image
 
-from conftest import REPO, init_project
 from segen.config import load_params
-from segen.shapes import CLASSES, generate_shapes_dataset
+from segen.data.shapes import CLASSES, generate_shapes_dataset
 
 # 80 images of up to 4 shapes: each of the 4 shape classes lands in ~40 of them (1 - E[0.75^n]).
 PARAMS = {"n_images": 80, "image_size": 48, "min_shapes": 1, "max_shapes": 4}

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from segen.hashing import hash_json, hash_tree
-from segen.store import ArtifactStore
+from segen.pipeline.store import ArtifactStore
 
 
 def test_hash_tree_depends_on_content_and_names(tmp_path: Path) -> None:

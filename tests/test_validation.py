@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from segen.shapes import generate_shapes_dataset
-from segen.validation import ValidationReport, validate_dataset
+from segen.data.shapes import generate_shapes_dataset
+from segen.data.validation import ValidationReport, validate_dataset
 
 MIN_FRACTION = 0.005  # params.yaml validate.min_class_fraction
 

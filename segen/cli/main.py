@@ -1,0 +1,235 @@
+"""The segen command line. Heavy imports (torch, prefect, mlflow, dvc) happen inside the
+commands that need them, so `segen --help` is instant."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+EXIT_BAD_INPUT = 2
+# Command groups kept in modules of their own; each defines add_commands(sub, data_sub).
+_COMMAND_MODULES = ("segen.cli.datasets", "segen.cli.generate", "segen.cli.registry",
+                    "segen.cli.lineage", "segen.cli.schedule")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not hasattr(args, "handler"):
+        _parser().print_help()
+        return EXIT_BAD_INPUT
+    from segen.config import ParamsError, load_params
+    from segen.env import configure_environment
+    from segen.project import Project, ProjectError
+
+    args.project = Project.at(args.project)
+    try:
+        if getattr(args, "params", None) is not None:
+            load_params(Path(params_path(args)))  # every params error before anything heavy
+        configure_environment(args.project)
+        return args.handler(args)
+    except (ParamsError, ProjectError, FileNotFoundError, ValueError) as err:
+        print(f"segen: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segen", description=(
+        "Orchestrated image segmentation pipeline: DVC-versioned data -> validate -> "
+        "preprocess -> U-Net -> evaluate -> MLflow registry, every stage cached by content."))
+    parser.add_argument("--project", default=".", help="project root (default: current dir)")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    run = command(sub, "run", "run the whole pipeline (cached stages are skipped)", _run)
+    stages_option(run)
+    params_and_json(run)
+    runs = command(sub, "runs", "the last runs of this project (.segen/runs.jsonl)", _runs)
+    runs.add_argument("--last", type=int, default=20, help="how many (default: 20)")
+    runs.add_argument("--json", action="store_true", help="print them as one JSON list")
+    stage = command(sub, "stage", "run one stage on its upstream stages' latest results",
+                     _stage)
+    stage.add_argument("name", help="stage name (see dvc.yaml)")
+    params_and_json(stage)
+
+    data = sub.add_parser("data", help="manage the dataset in data/").add_subparsers(
+        metavar="ACTION")
+    generate = command(data, "generate", "write the default shapes dataset into data/",
+                        _data_generate)
+    generate.add_argument("--force", action="store_true", help="replace an existing data/")
+    generate.add_argument("--params", default="params.yaml", help="params file (its dataset "
+                          "section: size and count)")
+
+    predict = command(sub, "predict", "label maps and overlays from a registered model",
+                       _predict)
+    predict.add_argument("--model", required=True, metavar="NAME[@ALIAS|/VERSION]",
+                         help="registered model, e.g. segen-unet@champion or segen-kmeans/1 "
+                         "(a bare NAME: its latest version)")
+    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    predict.add_argument("--out", required=True, type=Path, help="folder for the PNGs")
+    params_and_json(predict, "its mlflow section: where the registry is")
+
+    for module in _COMMAND_MODULES:  # each adds its own commands (light imports only)
+        importlib.import_module(module).add_commands(sub, data)
+
+    dvc = command(sub, "dvc-yaml", "write dvc.yaml from the stage graph", _dvc_yaml)
+    dvc.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml is out of date")
+    return parser
+
+
+def command(sub: Any, name: str, help_text: str, handler: Callable[[argparse.Namespace], int]
+             ) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def params_and_json(parser: argparse.ArgumentParser, uses: str = "every section") -> None:
+    """The two options every command shares; `uses` says what the command reads from params."""
+    parser.add_argument("--params", default="params.yaml", help="params file (default: "
+                        f"params.yaml in the project; this command reads {uses})")
+    parser.add_argument("--json", action="store_true", help="print one JSON object last on "
+                        "stdout")
+
+
+def stages_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stages", nargs="+", metavar="STAGE", help="only these stages and "
+                        "what they depend on, e.g. register_unet (default: the whole pipeline)")
+
+
+def params_path(args: argparse.Namespace) -> str:
+    path = Path(args.params)
+    return str(path if path.is_absolute() else (Path.cwd() / path).resolve())
+
+
+def _report(summary: dict[str, Any], as_json: bool) -> int:
+    from segen.pipeline.summary import format_summary
+
+    print(json.dumps(summary) if as_json else format_summary(summary))
+    return 1 if summary.get("failed") else 0  # a model stage failed; the others ran
+
+
+def _run_flow(call: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    from segen.data.validation import DataValidationError
+
+    try:
+        return call()
+    except DataValidationError as err:
+        print(f"segen: the dataset is not valid:\n{err}", file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    from segen.config import load_params
+    from segen.pipeline.graph import STAGES, stages_for
+    from segen.pipeline.runlog import record_run
+
+    names = stages_for(args.stages) if args.stages else list(STAGES)  # unknown names fail now
+    args.project.require_dvc()
+    start, summary, mode = time.perf_counter(), None, "prefect"
+    if not os.environ.get("PREFECT_API_URL"):  # with a real server, hits show there as Cached
+        summary = _answer_from_store(args.project, load_params(Path(params_path(args))), names)
+        mode = "store"
+    if summary is None:
+        from flows.pipeline import pipeline
+        from segen.registry.registration import remember_versions
+
+        mode = "prefect"
+        summary = _run_flow(lambda: pipeline(str(args.project.root), params_path(args),
+                                             args.stages))
+        if summary is None:
+            return EXIT_BAD_INPUT
+        remember_versions(args.project, [(m["name"], str(m["version"])) for m in
+                                         summary["models"]])
+    record_run(args.project, summary, mode, time.perf_counter() - start, args.stages)
+    return _report(summary, args.json)
+
+
+def _answer_from_store(project: Any, params: Any, names: list[str]) -> dict[str, Any] | None:
+    """The run's summary when every stage is a valid cache hit, without starting Prefect."""
+    from segen.pipeline.plan import cached_results
+    from segen.pipeline.summary import summarise
+    from segen.tracking import configure_tracking
+    from tasks import stage_table
+
+    configure_tracking(project, params.mlflow)
+    cached = cached_results(project, params, stage_table(), names)
+    return None if cached is None else summarise(project, params, *cached, "present")
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from segen.pipeline.runlog import format_runs, read_runs
+
+    runs = read_runs(args.project, args.last)
+    print(json.dumps(runs) if args.json else format_runs(runs))
+    return 0
+
+
+def _stage(args: argparse.Namespace) -> int:
+    from flows.pipeline import single_stage
+    from segen.pipeline.graph import stage
+
+    stage(args.name)  # unknown names fail before Prefect starts
+    args.project.require_dvc()
+    summary = _run_flow(lambda: single_stage(str(args.project.root), params_path(args),
+                                             args.name))
+    return EXIT_BAD_INPUT if summary is None else _report(summary, args.json)
+
+
+def _data_generate(args: argparse.Namespace) -> int:
+    import shutil
+
+    from segen.config import load_params
+    from segen.data.shapes import generate_shapes_dataset
+
+    params = load_params(Path(params_path(args))).dataset
+    if args.project.data.exists() and args.force:
+        shutil.rmtree(args.project.data)
+    generate_shapes_dataset(args.project.data, seed=params.seed, n_images=params.n_images,
+                            image_size=params.image_size, min_shapes=params.min_shapes,
+                            max_shapes=params.max_shapes)
+    print(f"wrote {params.n_images} images to {args.project.data}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from segen.config import load_params
+    from segen.serving.predict import predict_files
+    from segen.tracking import configure_tracking
+
+    params = load_params(Path(params_path(args)))
+    configure_tracking(args.project, params.mlflow)  # as `segen run` does
+    report = predict_files(args.model, args.images, args.out)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    for item in report["images"]:
+        print(f"{item['image']} -> {item['labels']}, {item['overlay']}")
+    print(f"{len(report['images'])} image(s) segmented with {report['model']}")
+    return 0
+
+
+def _dvc_yaml(args: argparse.Namespace) -> int:
+    from segen.pipeline import dvcyaml
+    from tasks import stage_table
+
+    text = dvcyaml.render(args.project.root, stage_table())
+    path = args.project.root / "dvc.yaml"
+    if args.check:
+        current = path.read_text() if path.is_file() else ""
+        if current != text:
+            print(f"{path} is out of date: run `segen dvc-yaml`", file=sys.stderr)
+            return 1
+        print(f"{path} is up to date")
+        return 0
+    path.write_text(text)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The evaluation behind evaluate_kmeans / evaluate_dbscan, and the label-map scores the comparison stage also takes of the U-Net."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models import cluster_metrics as cm
+from models.clustering import NOISE, KMeansSegmenter, pixel_features
+from segen.config import ClusterEvaluateParams
+from segen.data.arrays import dataset_meta, load_arrays
+from segen.engines import clustering
+from segen.hashing import hash_tree
+from segen.pipeline.stage import StageOutput
+from segen.pipeline.store import StageResult
+
+TIMING = "timing.json"
+
+
+def label_map_scores(pred: np.ndarray, truth: np.ndarray, images: np.ndarray,
+                     num_classes: int, params: ClusterEvaluateParams, matching: str
+                     ) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
+    """(scores, per-image arrays, class map) of (N, H, W) labels against (N, H, W) truth.
+
+    matching: "split" (one Hungarian matching over all images), "image" (one per image)
+    or "classes" (pred already holds class ids, e.g. the U-Net's).
+    """
+    ari = np.array([cm.adjusted_rand(p, t) for p, t in zip(pred, truth)])
+    silhouette = np.array([
+        cm.silhouette(pixel_features(image, params.silhouette_colour, 0.0), p,
+                      params.silhouette_pixels, np.random.default_rng([params.seed, i]))
+        for i, (image, p) in enumerate(zip(images, pred))])
+    classes = _matched_classes(pred, truth, num_classes, matching)
+    confusion = sum(cm.matched_confusion(c, t, num_classes) for c, t in zip(classes, truth))
+    scores = cm.iou_scores(confusion)
+    defined = ~np.isnan(silhouette)
+    scores.update(ari=float(ari.mean()),
+                  silhouette=float(silhouette[defined].mean()) if defined.any() else None,
+                  silhouette_images=int(defined.sum()), matching=matching,
+                  noise_fraction=float((pred == NOISE).mean()))
+    return scores, {"ari": ari, "silhouette": silhouette}, classes
+
+
+def _matched_classes(pred: np.ndarray, truth: np.ndarray, num_classes: int, matching: str
+                     ) -> np.ndarray:
+    if matching == "classes":
+        return pred.astype(np.int64)
+    if matching == "split":
+        n_clusters = max(int(pred.max()) + 1, 1)
+        lookup = cm.match_clusters(cm.cluster_class_counts(pred, truth, n_clusters,
+                                                           num_classes))
+        return cm.apply_matching(pred, lookup)
+    if matching == "image":
+        return np.stack([_matched_classes(p[None], t[None], num_classes, "split")[0]
+                         for p, t in zip(pred, truth)])
+    raise ValueError(f"matching must be 'split', 'image' or 'classes', got {matching!r}")
+
+
+def evaluate(preprocess: StageResult, trained: StageResult, params: ClusterEvaluateParams,
+             out: Path) -> StageOutput:
+    """metrics.json, timing.json, per_image.npz and grid.png of one segmenter on the test split."""
+    config, fitted = clustering.load(Path(trained.path))
+    images, masks = load_arrays(preprocess, "test")
+    class_names = dataset_meta(preprocess)["classes"]
+    pred, seconds, inertia, n_clusters = _segment_test_split(config, fitted, images)
+    matching = "split" if config["mode"] == "global" else "image"
+    scores, per_image, classes = label_map_scores(pred, masks, images, len(class_names),
+                                                  params, matching)
+    scores.update(classes=class_names, n_test_images=len(images), kind=config["kind"],
+                  mode=config["mode"], mean_clusters_per_image=float(np.mean(n_clusters)))
+    if inertia is not None:
+        scores["inertia_per_pixel"] = inertia / pred.size
+    if matching == "split":
+        scores["matching_table"] = _matching_table(pred, classes, class_names)
+    timing = {"seconds_per_image": seconds / len(images),
+              "pixels_per_second": pred.size / max(seconds, 1e-9)}
+    np.savez(out / "per_image.npz", **per_image)
+    (out / "metrics.json").write_text(json.dumps(scores, indent=1).replace("NaN", "null"))
+    (out / TIMING).write_text(json.dumps(timing, indent=1))
+    _save_grid(images, masks, classes, len(class_names), params.grid_images, out / "grid.png")
+    # Timings differ run to run: leave them out of the digest, so recomputing a lost
+    # evaluation with the same scores keeps register_* a cache hit.
+    return StageOutput({"metrics": _flat_metrics(scores | timing, class_names)},
+                       digest=hash_tree(out, exclude=(TIMING,)))
+
+
+def _segment_test_split(config: dict[str, Any], fitted: Any, images: np.ndarray
+                        ) -> tuple[np.ndarray, float, float | None, list[int]]:
+    """Labels, seconds spent segmenting (scoring excluded), K-means inertia, clusters per image."""
+    pred = np.empty(images.shape[:3], dtype=np.int32)
+    inertia = 0.0 if config["kind"] == "kmeans" else None
+    n_clusters, scoring = [], 0.0
+    start = time.perf_counter()
+    for i, (features, segmenter, labels) in enumerate(
+            clustering.segment_each(config, fitted, images)):
+        pred[i] = labels
+        tick = time.perf_counter()
+        if isinstance(segmenter, KMeansSegmenter):
+            inertia += segmenter.inertia_of(features, labels.ravel())
+        n_clusters.append(len(np.unique(labels[labels != NOISE])))
+        scoring += time.perf_counter() - tick
+    return pred, time.perf_counter() - start - scoring, inertia, n_clusters
+
+
+def _matching_table(pred: np.ndarray, classes: np.ndarray, class_names: list[str]
+                    ) -> dict[str, str | None]:
+    """cluster id -> the class it was matched to (None: left unmatched)."""
+    table: dict[str, str | None] = {}
+    for cluster in np.unique(pred[pred != NOISE]):
+        matched = int(classes[pred == cluster][0])
+        table[str(cluster)] = None if matched == cm.UNMATCHED else class_names[matched]
+    return table
+
+
+def _flat_metrics(scores: dict[str, Any], class_names: list[str]) -> dict[str, float]:
+    """The scalar metrics (what MLflow logs and the run summary shows)."""
+    keys = ("mean_iou", "pixel_accuracy", "ari", "silhouette", "seconds_per_image",
+            "pixels_per_second", "inertia_per_pixel", "noise_fraction",
+            "mean_clusters_per_image")
+    metrics = {k: scores[k] for k in keys if scores.get(k) is not None}
+    metrics.update({f"iou_{c}": v for c, v in zip(class_names, scores["iou_per_class"])
+                    if not np.isnan(v)})
+    return metrics
+
+
+def _save_grid(images: np.ndarray, masks: np.ndarray, classes: np.ndarray, num_classes: int,
+               rows: int, path: Path) -> None:
+    """The U-Net's image | truth | prediction grid; one extra colour marks pixels that match
+    no class (noise, unmatched clusters)."""
+    import torch
+    from torchvision.utils import save_image
+
+    from segen.engines.unet_evaluation import prediction_grid
+
+    n = min(rows, len(images))
+    shown = np.where(classes[:n] == cm.UNMATCHED, num_classes, classes[:n])
+    grid = prediction_grid(torch.from_numpy(images[:n]), torch.from_numpy(masks[:n]).long(),
+                           torch.from_numpy(shown), num_classes + 1)
+    save_image(grid, path)

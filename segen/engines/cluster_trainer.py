@@ -1,0 +1,36 @@
+"""Fitting the clustering segmenters behind train_kmeans / train_dbscan (imported only when one runs)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from models.clustering import DBSCANSegmenter
+from segen.data.arrays import dataset_meta, load_arrays
+from segen.engines import clustering
+from segen.pipeline.store import StageResult
+
+
+def fit(preprocess: StageResult, kind: str, section: Any, out: Path) -> dict[str, Any]:
+    """Fit (global mode) or only configure (per_image mode) a segmenter; save it to out."""
+    meta = dataset_meta(preprocess)
+    config = clustering.segmenter_config(kind, section, meta["channels"])
+    start = time.perf_counter()
+    fitted = None
+    if config["mode"] == "global":
+        images, _ = load_arrays(preprocess, "train")
+        fitted = clustering.fit_global(config, images)
+    seconds = time.perf_counter() - start
+    clustering.save(config, fitted, out)
+    info: dict[str, Any] = {"kind": kind, "mode": config["mode"], "fit_seconds": seconds,
+                            "data_version": meta["data_version"]}
+    if isinstance(fitted, DBSCANSegmenter):
+        info.update(n_clusters=fitted.n_clusters, core_samples=len(fitted.core))
+        if fitted.n_clusters == 0:
+            raise ValueError(
+                f"DBSCAN found no cluster in {config['fit_pixels']} training pixels (every "
+                f"pixel is noise at eps={config['eps']}, min_samples={config['min_samples']}). "
+                "Raise dbscan.eps or lower dbscan.min_samples in params.yaml.")
+    elif fitted is not None:
+        info.update(n_clusters=config["n_clusters"], train_inertia=fitted.inertia)
+    return info

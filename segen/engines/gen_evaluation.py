@@ -1,0 +1,124 @@
+"""The evaluation behind every evaluate_<kind> generative stage (imported only when one runs).
+
+Scores follow the protocol of tasks/gen_references.py (pinned extractor, test split, seeded),
+beside that stage's floor and ceiling references as ref_*. Conditional kinds add the
+extractor's accuracy per requested class; pix2pix the U-Net's IoU on its images against the
+input masks; VAE/CVAE the ELBO, reconstruction error and KL on the test split.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.utils import save_image
+
+from models.gen_metrics import class_accuracy
+from segen.config import GenerativeEvaluateParams, GenerativeParams
+from segen.engines.feature_extractor import to_unit_range
+from segen.engines.gen_data import load_batch
+from segen.engines.gen_references import load_extractor, protocol_record, scores
+from segen.engines.gen_trainer import grid_image
+from segen.pipeline.store import StageResult
+from segen.serving.device import pick_device
+from segen.serving.generator import generate_images, load_generator
+
+GRID = "grid.png"
+
+
+def evaluate(kind: str, preprocess: StageResult, trained: StageResult,
+             extractor_result: StageResult, unet: StageResult | None,
+             generative: GenerativeParams, protocol: GenerativeEvaluateParams,
+             out: Path) -> dict[str, Any]:
+    device = pick_device()
+    nets, config = load_generator(Path(trained.path), device)
+    extractor = load_extractor(extractor_result).to(device)
+    test = load_batch(preprocess, generative, "test", config["domains"])
+    real, request = _real_and_request(config, test, generative.eval_samples)
+    images = _generate(config, nets, generative.eval_samples, request, protocol.seed)
+    fake = to_unit_range(torch.from_numpy(images), config["spec"]["image_size"])
+    n = len(fake)
+    metrics = scores(real, fake, extractor, protocol)
+    if config["conditioning"] == "label":
+        metrics.update(class_accuracy(extractor, fake, request["labels"]))
+    if config["conditioning"] == "mask":
+        metrics["unet_mean_iou"] = _unet_iou(unet, images, request["masks"], generative)
+    if kind in ("vae", "cvae"):
+        metrics.update(_vae_terms(kind, nets, test, generative.batch_size, protocol.seed))
+    refs = extractor_result.info["references"]
+    metrics.update({f"ref_{which}_{k}": v for which in ("ceiling", "floor")
+                    for k, v in refs[which].items()})
+    save_image(grid_image(fake[:generative.sample_grid]), out / GRID)
+    record = protocol_record(extractor_result.info["extractor"]["sha256"], len(real), n,
+                             protocol)
+    if config["conditioning"] == "image":
+        record["fake"] = "every test image translated to the other domain"
+    (out / "metrics.json").write_text(json.dumps({"metrics": metrics, "protocol": record},
+                                                 indent=1))
+    return {"metrics": metrics, "protocol": record}
+
+
+def _real_and_request(config: dict[str, Any], test: dict[str, torch.Tensor], n: int
+                      ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The test images, and the conditioning to request n fakes with: test labels or masks
+    cycled to n (the test split's own mix); CycleGAN: every test image and its domain
+    (translated to the other one, so the fakes cover both domains as the test split does,
+    with the domain shares swapped)."""
+    cycle = torch.arange(n) % len(test["image"])
+    needs = config["conditioning"]
+    if needs == "label":
+        return test["image"], {"labels": test["label"][cycle]}
+    if needs == "mask":
+        return test["image"], {"masks": test["mask"][cycle]}
+    if needs == "image":
+        images = ((test["image"] + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+        return test["image"], {"images": images.numpy(), "domain": test["domain"]}
+    return test["image"], {}
+
+
+def _generate(config: dict[str, Any], nets: torch.nn.Module, n: int, request: dict[str, Any],
+              seed: int) -> Any:
+    """(n', S, S, C) uint8 through segen.serving.generator; CycleGAN: one call per direction."""
+    import numpy as np
+
+    if config["conditioning"] != "image":
+        n = len(next(iter(request.values()))) if request else n
+        return generate_images(config, nets, n, seed=seed, **request)
+    parts = []
+    for domain in (0, 1):
+        chosen = (request["domain"] == domain).numpy()
+        if chosen.any():
+            parts.append(generate_images(config, nets, int(chosen.sum()), seed=seed,
+                                         images=request["images"][chosen], domain=domain))
+    return np.concatenate(parts)
+
+
+def _unet_iou(unet: StageResult | None, images: Any, masks: torch.Tensor,
+              generative: GenerativeParams) -> float:
+    """Mean IoU of the trained U-Net on generated images against the masks they came from."""
+    from models.metrics import segmentation_scores
+    from segen.serving.unet import load_unet, predict_masks
+
+    if unet is None:
+        raise ValueError("evaluate_pix2pix needs the train_unet result to score its images")
+    device = pick_device()
+    model, config = load_unet(Path(unet.path), device)
+    pred = predict_masks(model, images, config, generative.batch_size, device)
+    return float(segmentation_scores(torch.from_numpy(pred).long(), masks,
+                                     len(config["classes"]))["mean_iou"])
+
+
+def _vae_terms(kind: str, nets: torch.nn.Module, test: dict[str, torch.Tensor],
+               batch_size: int, seed: int) -> dict[str, float]:
+    """Mean per-image ELBO, reconstruction error and KL over the test split (one z each)."""
+    from models.generative import vae_terms
+
+    device = next(nets.parameters()).device
+    generator = torch.Generator(device).manual_seed(seed)
+    sums: dict[str, float] = {}
+    for start in range(0, len(test["image"]), batch_size):
+        batch = {k: test[k][start:start + batch_size].to(device) for k in ("image", "label")}
+        for name, values in vae_terms(kind, nets, batch, generator).items():
+            sums[name] = sums.get(name, 0.0) + float(values.sum())
+    return {name: total / len(test["image"]) for name, total in sums.items()}

@@ -1,0 +1,193 @@
+"""The training loop behind every train_<kind> generative stage (imported only when one runs).
+
+Seeded, device chosen automatically (bf16 autocast on CUDA, except for WGAN-GP whose
+gradient penalty takes a double backward), an Adam per parameter group, a checkpoint per
+epoch that an interrupted run resumes from, losses and a sample grid per epoch to MLflow.
+A NaN/inf or huge epoch loss, or a collapsed generator, raises GenerativeDivergenceError.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.utils import make_grid, save_image
+
+from models.generative import (
+    CONDITIONING,
+    GenSpec,
+    create,
+    default_betas,
+    param_groups,
+    sample,
+    train_step,
+)
+from segen.config import GenerativeParams, GeneratorParams, as_dict
+from segen.engines.gen_data import (
+    domain_values,
+    generator_config,
+    grid_conditioning,
+    load_batch,
+)
+from segen.engines.training import (
+    batch_indices,
+    resume_from_checkpoint,
+    save_checkpoint,
+)
+from segen.pipeline.store import StageResult
+from segen.project import Project
+from segen.serving.device import pick_device
+from segen.serving.generator import save_generator
+from segen.tracking import start_run
+
+log = logging.getLogger("segen.train_generative")
+CHECKPOINT = "checkpoint.pt"
+GRID = "samples.png"
+_NO_AUTOCAST = ("wgan_gp",)  # torch.autograd.grad(create_graph=True) of the penalty
+
+
+class GenerativeDivergenceError(RuntimeError):
+    """Training diverged (NaN/inf or huge loss) or the generator collapsed."""
+
+
+class GenTrainer:
+    """Nets, optimisers and RNGs of one run, restorable from a checkpoint."""
+
+    def __init__(self, kind: str, config: dict[str, Any], params: GeneratorParams, seed: int):
+        self.kind, self.config, self.params = kind, config, params
+        self.device = pick_device()
+        torch.manual_seed(seed)  # the init
+        self.nets = create(kind, GenSpec(**config["spec"])).to(self.device)
+        betas = default_betas(kind)
+        self.optimizers = {name: torch.optim.Adam(group, lr=params.lr, betas=betas)
+                           for name, group in param_groups(kind, self.nets).items()}
+        self.shuffle = torch.Generator().manual_seed(seed)  # batches, on the CPU
+        self.noise = torch.Generator(self.device).manual_seed(seed + 1)  # latents, on device
+        self.autocast = self.device.type == "cuda" and kind not in _NO_AUTOCAST
+        self.epoch = 0
+
+    def state(self, run_id: str) -> dict[str, Any]:
+        return {"epoch": self.epoch, "run_id": run_id, "nets": self.nets.state_dict(),
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "shuffle": self.shuffle.get_state(), "noise": self.noise.get_state()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.nets.load_state_dict(state["nets"])
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        self.shuffle.set_state(state["shuffle"])
+        self.noise.set_state(state["noise"])
+        self.epoch = state["epoch"]
+
+    def train_epoch(self, data: dict[str, torch.Tensor], batch_size: int) -> dict[str, float]:
+        """One pass; the epoch's mean of each loss (one host sync, at the end)."""
+        self.nets.train()
+        totals, names, count = None, [], 0
+        for idx in batch_indices(len(data["image"]), batch_size, self.shuffle):
+            if len(idx) < 2:
+                continue  # batch norm cannot normalise a batch of one
+            batch = {k: v[idx].to(self.device, non_blocking=True) for k, v in data.items()}
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                losses = train_step(self.kind, self.nets, self.optimizers, batch,
+                                    self.params.weights(), generator=self.noise)
+            names = list(losses)
+            stacked = torch.stack([v.float() for v in losses.values()]) * len(idx)
+            totals = stacked if totals is None else totals + stacked  # NaN/inf carry through
+            count += len(idx)
+        self.epoch += 1
+        return dict(zip(names, (totals / count).tolist()))
+
+    def samples(self, n: int, cond: dict[str, Any]) -> torch.Tensor:
+        """(n, C, S, S) in [-1, 1] from a fixed seed, so grids compare across epochs."""
+        cond = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v
+                for k, v in cond.items()}
+        fixed = torch.Generator(self.device).manual_seed(0)
+        return sample(self.kind, self.nets, n, generator=fixed, **cond).float().cpu()
+
+
+def check_divergence(kind: str, epoch: int, epochs: int, losses: dict[str, float],
+                     grid: torch.Tensor, params: GenerativeParams) -> None:
+    """Raise GenerativeDivergenceError on a NaN/inf or huge loss, or a collapsed generator
+    in the second half of training (early on, e.g. with DCGAN's N(0, 0.02) init, every
+    sample is near constant: not trained yet, not collapsed)."""
+    limit = params.divergence.max_loss
+    for name, value in losses.items():
+        if not torch.isfinite(torch.tensor(value)) or abs(value) > limit:
+            raise GenerativeDivergenceError(
+                f"train_{kind} diverged at epoch {epoch}: loss {name} = {value} "
+                f"({'not finite' if abs(value) <= limit else f'|loss| > {limit}'}). "
+                f"Lower {kind}.lr in params.yaml, or raise generative.divergence.max_loss "
+                "if losses this large are expected.")
+    spread = float(grid.std(dim=0).mean())  # per-pixel std over the batch, averaged
+    if 2 * epoch > epochs and spread < params.divergence.collapse_std:
+        raise GenerativeDivergenceError(
+            f"train_{kind} collapsed at epoch {epoch}: every sample looks the same (per-pixel "
+            f"std {spread:.2g} < generative.divergence.collapse_std = "
+            f"{params.divergence.collapse_std}). Lower {kind}.lr or change generative.seed in "
+            "params.yaml (or lower collapse_std if such uniform images are expected).")
+
+
+def fit(project: Project, kind: str, preprocess: StageResult, generative: GenerativeParams,
+        params: GeneratorParams, out: Path, key: str) -> dict[str, Any]:
+    """Train, or resume from this key's checkpoint; writes the generator folder into out."""
+    import mlflow
+
+    conditioning = CONDITIONING[kind]
+    domains = domain_values(preprocess, generative) if conditioning == "image" else None
+    data = load_batch(preprocess, generative, "train", domains)
+    config = generator_config(kind, conditioning, preprocess, generative, params.width, domains)
+    data = {k: data[k] for k in ("image", *_batch_keys(conditioning))}
+    cond = grid_conditioning(conditioning, data, generative.sample_grid,
+                             sorted(set(data["label"].tolist())) if "label" in data else [])
+    trainer = GenTrainer(kind, config, params, generative.seed)
+    stage = f"train_{kind}"
+    checkpoint = project.work / stage / key / CHECKPOINT
+    state = resume_from_checkpoint(trainer, checkpoint, params.epochs)
+    resumed_from, seconds, losses = trainer.epoch, 0.0, {}
+    tags = {"segen.stage": stage, "segen.stage_key": key,
+            "segen.data_version": config["data_version"]}
+    with start_run(project, stage, run_id=state and state["run_id"], tags=tags) as run, \
+            tempfile.TemporaryDirectory() as tmp:
+        if state is None:
+            mlflow.log_params({f"{kind}.{k}": v for k, v in as_dict(params).items()})
+            mlflow.log_params({f"generative.{k}": v for k, v in as_dict(generative).items()})
+            mlflow.log_param("device", trainer.device.type)
+        while trainer.epoch < params.epochs:
+            start = time.perf_counter()
+            losses = trainer.train_epoch(data, generative.batch_size)
+            seconds += time.perf_counter() - start
+            grid = trainer.samples(generative.sample_grid, cond)
+            check_divergence(kind, trainer.epoch, params.epochs, losses, grid, generative)
+            mlflow.log_metrics(losses, step=trainer.epoch)
+            _log_grid(grid, Path(tmp) / f"epoch_{trainer.epoch:03d}.png")
+            save_checkpoint(checkpoint, trainer.state(run.info.run_id))
+            log.info("%s epoch %d/%d %s", stage, trainer.epoch, params.epochs,
+                     " ".join(f"{k}={v:.4g}" for k, v in losses.items()))
+        run_id = run.info.run_id
+    save_generator(trainer.nets, config, out)
+    save_image(grid_image(trainer.samples(generative.sample_grid, cond)), out / GRID)
+    shutil.rmtree(checkpoint.parent, ignore_errors=True)
+    run_epochs = params.epochs - resumed_from
+    return {"kind": kind, "mlflow_run_id": run_id, "device": trainer.device.type,
+            "epochs": params.epochs, "resumed_from_epoch": resumed_from, "final": losses,
+            "train_images_per_second": run_epochs * len(data["image"]) / max(seconds, 1e-9)}
+
+
+def _batch_keys(conditioning: str | None) -> tuple[str, ...]:
+    return {None: (), "label": ("label",), "mask": ("mask",), "image": ("domain",)}[conditioning]
+
+
+def grid_image(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, S, S) in [-1, 1] -> one (3, H, W) grid in [0, 1], 8 per row."""
+    return make_grid((x + 1) / 2, nrow=8, padding=1, pad_value=1.0)
+
+
+def _log_grid(grid: torch.Tensor, path: Path) -> None:
+    import mlflow
+
+    save_image(grid_image(grid), path)
+    mlflow.log_artifact(str(path), artifact_path="samples")

@@ -1,0 +1,96 @@
+"""The comparison behind compare_segmenters: the U-Net, K-means and DBSCAN side by side on
+the same test split (imported only when it runs: torch for the U-Net's predictions).
+
+Every row is scored by the same code (tasks.cluster_evaluation.label_map_scores) on the
+same images: the U-Net's labels are class ids already, the clusters are named by
+Hungarian matching. seconds_per_image is prediction alone (fitting and training are the
+train stages' business; a per_image segmenter's fits are part of its prediction).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segen.config import ClusterEvaluateParams, EvaluateParams
+from segen.data.arrays import dataset_meta, load_arrays
+from segen.engines.cluster_evaluation import label_map_scores
+from segen.hashing import hash_json
+from segen.pipeline.store import StageResult
+from segen.project import Project
+from segen.registry.registration import lineage_tags
+from segen.tracking import start_run
+
+COLUMNS = ("mean_iou", "pixel_accuracy", "ari", "silhouette", "seconds_per_image")
+
+
+def unet_row(preprocess: StageResult, train_unet: StageResult, evaluate: EvaluateParams,
+             params: ClusterEvaluateParams) -> dict[str, Any]:
+    """The U-Net's scores on the test split, predicted (and timed) here."""
+    from segen.serving.device import pick_device
+    from segen.serving.unet import load_unet, predict_masks
+
+    images, masks = load_arrays(preprocess, "test")
+    device = pick_device()
+    model, config = load_unet(Path(train_unet.path), device)
+    predict_masks(model, images[:evaluate.batch_size], config, evaluate.batch_size, device)  # warm
+    start = time.perf_counter()
+    pred = predict_masks(model, images, config, evaluate.batch_size, device)
+    seconds = time.perf_counter() - start
+    scores, _, _ = label_map_scores(pred, masks, images, len(config["classes"]), params,
+                                    "classes")
+    return {**{k: scores[k] for k in COLUMNS if k in scores},
+            "seconds_per_image": seconds / len(images), "matching": "classes"}
+
+
+def clustering_row(evaluation: StageResult) -> dict[str, Any]:
+    """A clustering segmenter's scores, as its evaluate stage measured them."""
+    root = Path(evaluation.path)
+    metrics = json.loads((root / "metrics.json").read_text())
+    metrics.update(json.loads((root / "timing.json").read_text()))
+    return {**{k: metrics.get(k) for k in COLUMNS},
+            "matching": f"hungarian per {metrics['matching']}"}
+
+
+def compare(project: Project, upstream: dict[str, StageResult], evaluate: EvaluateParams,
+            params: ClusterEvaluateParams, out: Path) -> dict[str, Any]:
+    """comparison.json and comparison.md, logged to MLflow as one run's artifacts."""
+    import mlflow
+
+    rows = []
+    for model in ("unet", "kmeans", "dbscan"):
+        if model == "unet":
+            row = unet_row(upstream["preprocess"], upstream["train_unet"], evaluate, params)
+        else:
+            row = clustering_row(upstream[f"evaluate_{model}"])
+        registered = upstream[f"register_{model}"].info
+        rows.append({"model": model, "registered": f"{registered['model_name']} "
+                     f"v{registered['version']}", **row})
+    meta = dataset_meta(upstream["preprocess"])
+    report = {"data_version": meta["data_version"], "split": "test",
+              "n_test_images": upstream["preprocess"].info["test"], "rows": rows}
+    (out / "comparison.json").write_text(json.dumps(report, indent=1).replace("NaN", "null"))
+    (out / "comparison.md").write_text(format_table(rows) + "\n")
+    params_used = {"evaluate": asdict(evaluate), "cluster_evaluate": asdict(params)}
+    tags = lineage_tags(project, upstream, hash_json(params_used))
+    with start_run(project, "compare_segmenters",
+                   tags=tags | {"segen.stage": "compare_segmenters"}) as run:
+        mlflow.log_metrics({f"{r['model']}.{k}": r[k] for r in rows for k in COLUMNS
+                            if isinstance(r.get(k), float) and np.isfinite(r[k])})
+        mlflow.log_artifacts(str(out), artifact_path="comparison")
+    return {"comparison": rows, "mlflow_run_id": run.info.run_id}
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A markdown table: one row per model, the COLUMNS side by side."""
+    def cell(value: Any) -> str:
+        return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    header = ["model", "registered", *COLUMNS, "matching"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(r.get(h)) for h in header) + " |" for r in rows]
+    return "\n".join(lines)

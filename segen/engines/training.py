@@ -1,0 +1,81 @@
+"""Helpers shared by the training and evaluation stages: preprocessed splits, batching,
+augmentation and atomic checkpoints."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from segen.pipeline.store import StageResult
+
+log = logging.getLogger("segen.training")
+
+
+def dataset_meta(prepared: StageResult) -> dict[str, Any]:
+    return json.loads((Path(prepared.path) / "dataset.json").read_text())
+
+
+def load_split(prepared: StageResult, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, H, W, C) uint8 images and (N, H, W) int64 masks of one split, in memory."""
+    root = Path(prepared.path)
+    index = json.loads((root / "split.json").read_text())[split]
+    images = np.load(root / "images.npy", mmap_mode="r")[index]
+    masks = np.load(root / "masks.npy", mmap_mode="r")[index]
+    return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(masks.astype(np.int64))
+
+
+def batch_indices(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
+    """Shuffled (generator given) or ordered index batches covering all n items."""
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    yield from order.split(batch_size)
+
+
+def augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random flips and 90-degree turns applied jointly to a batch (B,C,H,W) and (B,H,W).
+
+    Done with tensor ops on the whole batch on the training device: torchvision's v2
+    transforms draw one set of random parameters per call as well, but would add a
+    per-call dispatch cost we do not need for these lossless transforms.
+    """
+    flip_h, flip_v, turns = torch.randint(0, 4, (3,), generator=generator).tolist()
+    if flip_h % 2:
+        x, y = x.flip(-1), y.flip(-1)
+    if flip_v % 2:
+        x, y = x.flip(-2), y.flip(-2)
+    if x.shape[-1] == x.shape[-2] and turns:
+        x, y = x.rot90(turns, (-2, -1)), y.rot90(turns, (-2, -1))
+    return x, y
+
+
+def random_crop(x: torch.Tensor, y: torch.Tensor, size: int, generator: torch.Generator
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random size x size window for the whole batch."""
+    h, w = x.shape[-2:]
+    top = int(torch.randint(0, h - size + 1, (1,), generator=generator))
+    left = int(torch.randint(0, w - size + 1, (1,), generator=generator))
+    return x[..., top:top + size, left:left + size], y[..., top:top + size, left:left + size]
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """torch.save to a temporary file then rename: a kill never leaves half a checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def resume_from_checkpoint(trainer: Any, path: Path, epochs: int) -> dict[str, Any] | None:
+    """Restore trainer (anything with .restore(state) and .epoch) from the checkpoint a killed
+    run left at path; returns that state (its run_id: the MLflow run to go on with) or None."""
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    trainer.restore(state)
+    log.info("resuming from epoch %d/%d (%s)", trainer.epoch, epochs, path)
+    return state

@@ -1,0 +1,128 @@
+"""The stage graph: one definition that the Prefect tasks, the cache keys and
+dvc.yaml are all built from."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    upstream: tuple[str, ...]  # stages whose results this one consumes
+    params: tuple[str, ...]  # params.yaml sections it reads (and nothing else)
+    needs_masks: bool = False  # skipped when the dataset has no masks (class folders)
+    enabled_by: str | None = None  # params section whose `enabled` flag turns it on
+    # The code in its cache key is not listed here: it is the import closure of the stage's
+    # body (segen.pipeline.sources).
+
+    @property
+    def description(self) -> str:
+        return STAGE_DESCRIPTIONS[self.name]
+
+
+CLUSTERING_KINDS = ("kmeans", "dbscan")  # pixel-clustering segmenters (models/clustering.py)
+# The generative models (models/generative); their stages come from one factory.
+GENERATIVE_KINDS = ("gan", "dcgan", "wgan_gp", "vae", "cgan", "cvae", "pix2pix", "cyclegan")
+
+
+def _clustering_stages(kind: str) -> tuple[StageSpec, ...]:
+    """train/evaluate/register of one clustering segmenter (kind: kmeans or dbscan)."""
+    return (
+        StageSpec(f"train_{kind}", ("preprocess",), (kind,), needs_masks=True),
+        StageSpec(f"evaluate_{kind}", ("preprocess", f"train_{kind}"), ("cluster_evaluate",),
+                  needs_masks=True),
+        StageSpec(f"register_{kind}",
+                  ("version_data", "preprocess", f"train_{kind}", f"evaluate_{kind}"),
+                  (f"register_{kind}",), needs_masks=True),
+    )
+
+
+def _generative_stages(kind: str) -> tuple[StageSpec, ...]:
+    """train/evaluate/register of one generative model (kind: one of GENERATIVE_KINDS)."""
+    masks = kind == "pix2pix"  # mask-to-image: needs masks, and the U-Net scores its images
+    evaluate_upstream = ("preprocess", f"train_{kind}", "train_feature_extractor")
+    return (
+        StageSpec(f"train_{kind}", ("preprocess",), ("generative", kind), needs_masks=masks),
+        StageSpec(f"evaluate_{kind}", evaluate_upstream + (("train_unet",) if masks else ()),
+                  ("generative", "generative_evaluate"), needs_masks=masks),
+        StageSpec(f"register_{kind}", ("version_data", "preprocess", f"train_{kind}",
+                                       f"evaluate_{kind}", "train_feature_extractor"),
+                  ("register_generative",), needs_masks=masks),
+    )
+
+
+STAGES: dict[str, StageSpec] = {s.name: s for s in (
+    StageSpec("version_data", (), ("data",)),
+    StageSpec("validate", ("version_data",), ("validate",)),
+    StageSpec("preprocess", ("version_data", "validate"), ("preprocess",)),
+    StageSpec("train_unet", ("preprocess",), ("unet",), needs_masks=True),
+    StageSpec("evaluate_unet", ("preprocess", "train_unet"), ("evaluate",), needs_masks=True),
+    StageSpec("register_unet", ("version_data", "preprocess", "train_unet", "evaluate_unet"),
+              ("register",), needs_masks=True),
+    StageSpec("train_feature_extractor", ("preprocess",),
+              ("generative", "feature_extractor", "generative_evaluate")),
+    *(stage_spec for kind in GENERATIVE_KINDS for stage_spec in _generative_stages(kind)),
+    *(stage_spec for kind in CLUSTERING_KINDS for stage_spec in _clustering_stages(kind)),
+    StageSpec("compare_segmenters",
+              ("version_data", "preprocess", "train_unet", "register_unet", "evaluate_kmeans",
+               "register_kmeans", "evaluate_dbscan", "register_dbscan"),
+              ("evaluate", "cluster_evaluate"), needs_masks=True),
+    # synthetic pairs for the U-Net (off unless synthetic.enabled)
+    StageSpec("synthesize_pairs", ("preprocess", "train_pix2pix", "register_pix2pix"),
+              ("synthetic",), needs_masks=True, enabled_by="synthetic"),
+    StageSpec("train_unet_synthetic", ("preprocess", "synthesize_pairs"), ("unet",),
+              needs_masks=True, enabled_by="synthetic"),
+    StageSpec("evaluate_unet_synthetic", ("preprocess", "train_unet_synthetic"), ("evaluate",),
+              needs_masks=True, enabled_by="synthetic"),
+)}
+
+
+STAGE_DESCRIPTIONS = {
+    "version_data": "make data.dvc record what is in data/ (dvc add), push it, return its md5",
+    "validate": "check every image and mask; stop with a report naming each bad file",
+    "preprocess": "resize, split train/val/test by seed, store uint8 arrays",
+    "train_unet": "train the U-Net (AdamW, CE + Dice), checkpoint every epoch, resumable",
+    "evaluate_unet": "per-class and mean IoU/Dice, pixel accuracy, prediction grid",
+    "register_unet": "log run, model and lineage to MLflow; register a model version",
+    "train_kmeans": "fit K-means (k-means++) on pixel colour/position of the training split",
+    "evaluate_kmeans": "silhouette, inertia, ARI and IoU after Hungarian matching; grid",
+    "register_kmeans": "log run, pyfunc and lineage of the K-means segmenter to MLflow",
+    "train_dbscan": "fit DBSCAN on a bounded pixel sample of the training split",
+    "evaluate_dbscan": "silhouette, noise, ARI and IoU after Hungarian matching; grid",
+    "register_dbscan": "log run, pyfunc and lineage of the DBSCAN segmenter to MLflow",
+    "compare_segmenters": "U-Net, K-means and DBSCAN side by side on the test split",
+    "train_feature_extractor": "train and pin the classifier FID/KID are measured with; "
+                               "floor and ceiling references",
+    **{f"train_{kind}": f"train the {kind} generator, checkpoint every epoch, stop on divergence"
+       for kind in GENERATIVE_KINDS},
+    **{f"evaluate_{kind}": f"FID, KID, precision/recall of the {kind} generator; sample grid"
+       for kind in GENERATIVE_KINDS},
+    **{f"register_{kind}": f"log run, pyfunc and lineage of the {kind} generator to MLflow"
+       for kind in GENERATIVE_KINDS},
+    "synthesize_pairs": "render re-laid-out train masks into (image, mask) pairs with the "
+                        "registered pix2pix generator",
+    "train_unet_synthetic": "train the same U-Net recipe on the train split plus the "
+                            "synthetic pairs",
+    "evaluate_unet_synthetic": "score the U-Net trained with synthetic pairs on the same "
+                               "test split",
+}
+
+
+def stages_for(targets: list[str]) -> list[str]:
+    """targets and every stage they depend on, in the graph's order."""
+    if unknown := [t for t in targets if t not in STAGES]:
+        raise ValueError(f"unknown stage(s) {unknown}; expected names from {list(STAGES)}")
+    needed, todo = set(), list(targets)
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo.extend(STAGES[name].upstream)
+    return [name for name in STAGES if name in needed]
+
+
+def stage(name: str) -> StageSpec:
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise KeyError(f"unknown stage {name!r}; stages are: {', '.join(STAGES)}") from None

@@ -1,0 +1,63 @@
+"""Building and running a trained U-Net: shared by training, evaluation and the pyfunc.
+
+torch only (no Prefect, no MLflow) so a registered model loads without the pipeline.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.unet import UNet
+
+WEIGHTS = "model.pt"
+CONFIG = "model.json"
+
+
+def normalise(images: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    """(B, H, W, C) uint8 -> (B, C, H, W) float, standardised per channel."""
+    x = images.permute(0, 3, 1, 2).float().div_(255.0)
+    mean_t = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    return (x - mean_t) / std_t
+
+
+def build_unet(config: dict[str, Any]) -> UNet:
+    return UNet(in_channels=config["in_channels"], num_classes=len(config["classes"]),
+                depth=config["depth"], base_width=config["base_width"])
+
+
+def save_unet(model: UNet, config: dict[str, Any], out_dir: Path) -> None:
+    torch.save(model.state_dict(), out_dir / WEIGHTS)
+    (out_dir / CONFIG).write_text(json.dumps(config, indent=1, sort_keys=True))
+
+
+def load_unet(model_dir: Path, device: torch.device) -> tuple[UNet, dict[str, Any]]:
+    config = json.loads((model_dir / CONFIG).read_text())
+    model = build_unet(config)
+    model.load_state_dict(torch.load(model_dir / WEIGHTS, map_location="cpu", weights_only=True))
+    return model.to(device).eval(), config
+
+
+@torch.inference_mode()
+def predict_masks(model: UNet, images: np.ndarray, config: dict[str, Any], batch_size: int,
+                  device: torch.device) -> np.ndarray:
+    """(N, H, W, C) uint8 -> (N, H, W) uint8 class indices, at the input's own size."""
+    size = config["image_size"]
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(images[start:start + batch_size]).to(device)
+        x = normalise(batch, config["mean"], config["std"])
+        in_size = x.shape[-2:]
+        if tuple(in_size) != (size, size):  # the model was trained at size x size
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(x).float()
+        if tuple(in_size) != (size, size):
+            logits = F.interpolate(logits, size=tuple(in_size), mode="bilinear")
+        out.append(logits.argmax(1).to(torch.uint8).cpu().numpy())
+    return np.concatenate(out)
