@@ -1,7 +1,7 @@
 """K-means and DBSCAN segmenters: speed, peak memory and quality, beside a threshold baseline.
 
 Speed and memory, on shapes images (segen.data.shapes.make_sample) of 64^2, 256^2 and 512^2:
-pixels per second of segen.engines.clustering.segment (features + labels; one thread, as the
+pixels per second of segen.serving.clustering.segment (features + labels; one thread, as the
 stages run it), for each segmenter in both modes: "global" (fitted once beforehand on 8
 images of that size, what a registered model does) and "per_image" (a fit per image,
 timed with it). Peak memory of segmenting one image: the rise of the process's peak
@@ -54,7 +54,7 @@ def _rss_peak_mib() -> float:
 
 
 def _config(kind: str, mode: str, params: Any, **overrides: Any) -> dict[str, Any]:
-    from segen.engines.clustering import segmenter_config
+    from segen.serving.clustering import segmenter_config
 
     section = dataclasses.replace(getattr(params, kind), mode=mode, **overrides)
     return segmenter_config(kind, section, channels=3)
@@ -64,7 +64,7 @@ def speed_and_memory(kind: str, mode: str, size: int, params: Any) -> dict[str, 
     import numpy as np
 
     from segen.data.shapes import make_sample
-    from segen.engines import clustering
+    from segen.serving import clustering
 
     images = np.stack([make_sample(np.random.default_rng(i), size, 1, 4).image
                        for i in range(SIZES[size] + 8)])
@@ -159,7 +159,7 @@ def score(pred: Any, data: dict[str, Any], params: Any) -> dict[str, float]:
 
 def clustering_quality(kind: str, data: dict[str, Any], params: Any, **overrides: Any
                        ) -> dict[str, Any]:
-    from segen.engines import clustering
+    from segen.serving import clustering
 
     channels = data["train"][0].shape[-1]
     config = {**_config(kind, "global", params, **overrides), "channels": channels}
@@ -169,7 +169,7 @@ def clustering_quality(kind: str, data: dict[str, Any], params: Any, **overrides
 
 def tune_dbscan_eps(data: dict[str, Any], params: Any, candidates: list[float]) -> float:
     """The eps with the best mean IoU on the training images (scored like the test)."""
-    from segen.engines import clustering
+    from segen.serving import clustering
 
     train = {**data, "test": data["train"]}
     best = (-1.0, candidates[0])

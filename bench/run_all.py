@@ -1,7 +1,7 @@
 """Run the benchmarks one after the other and print their figures (`make bench`).
 
   bench/train_throughput.py  train_unet stage vs a bare PyTorch loop (images/s, ratio)
-  bench/cached_rerun.py      cold `segen run` vs a fully cached rerun vs an empty Prefect flow
+  bench/cached_rerun.py      a fully cached `segen run` vs `dvc status`; a params error
   bench/generative.py        generative models: it/s and peak memory, FID/KID/precision/
                              recall beside floor/ceiling, U-Net IoU with vs without
                              synthetic pairs (a full `segen run`: tens of minutes on 2 cores)
@@ -52,11 +52,13 @@ def summary_rows(name: str) -> list[tuple[str, str]]:
                  f"{r['stage_recorded_images_per_second_median']:.1f})"),
                 ("train: ratio stage / bare", f"{r['ratio_stage_over_bare']:.3f}")]
     if name == "cached_rerun":
-        return [("run: cold", f"{r['cold_seconds']:.2f} s"),
-                ("run: fully cached", f"{r['cached_seconds_median']:.2f} s (every stage cached: "
-                 f"{'yes' if r['every_rerun_stage_cached'] else 'NO'})"),
-                ("run: empty Prefect flow", f"{r['empty_flow_seconds_median']:.2f} s"),
-                ("run: cached - empty flow", f"{r['segen_overhead_on_full_hit_seconds']:.2f} s")]
+        return [("run: cold (tiny params)", f"{r['cold_seconds']:.2f} s"),
+                ("run: fully cached / dvc status",
+                 f"{r['ratio_cached_over_dvc_status']:.2f} x"),
+                ("run: cached --stages X / dvc status X",
+                 f"{r['ratio_cached_one_target_over_dvc_status']:.2f} x"),
+                ("run: params error", f"{r['params_error_seconds']:.2f} s, exit "
+                 f"{r['params_error_exit_code']}")]
     if name == "generative":
         return generative_rows(r)
     h, b = r["held_out"], r["budget"]

@@ -17,7 +17,7 @@ def compare_segmenters(project: Project, version_data: StageResult, preprocess: 
                        evaluate: EvaluateParams, cluster_evaluate: ClusterEvaluateParams,
                        out: Path, key: str) -> StageOutput:
     """comparison.json / comparison.md of the three segmenters, logged to MLflow."""
-    from segen.engines.segmenter_comparison import compare  # torch: only when it runs
+    from segen.registry.comparison import compare  # torch: only when it runs
 
     upstream = {"version_data": version_data, "preprocess": preprocess,
                 "train_unet": train_unet, "register_unet": register_unet,

@@ -19,7 +19,7 @@ from models.clustering import (
     rgb_to_lab,
 )
 from segen.config import ParamsError, load_params
-from segen.engines import clustering
+from segen.serving import clustering
 
 RED, BLUE, GREEN = (220, 30, 30), (30, 30, 220), (30, 200, 30)
 

@@ -66,11 +66,16 @@ def track_data(project: Project, params: DataParams) -> str:
     if os.environ.get("DVC_STAGE"):
         return _check_recorded(project)
     configure_remote(project, params)
+    before = recorded_version(project)
     with open_repo(project) as repo:
+        repo.scm_context.quiet = True  # its git hints came once per handler: say it once here
         repo.add(str(project.data))
         repo.push(targets=[str(project.data_dvc)], remote=REMOTE)
     version = recorded_version(project)
     assert version is not None, "dvc add wrote no md5 into data.dvc"
+    if version != before:
+        log.info("data.dvc now records %s; to keep this data version in git, run: "
+                 "git add data.dvc .gitignore && git commit", version)
     return version
 
 

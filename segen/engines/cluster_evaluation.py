@@ -12,7 +12,7 @@ from models import cluster_metrics as cm
 from models.clustering import NOISE, KMeansSegmenter, pixel_features
 from segen.config import ClusterEvaluateParams
 from segen.data.arrays import dataset_meta, load_arrays
-from segen.engines import clustering
+from segen.serving import clustering
 from segen.hashing import hash_tree
 from segen.pipeline.stage import StageOutput
 from segen.pipeline.store import StageResult

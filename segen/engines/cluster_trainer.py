@@ -7,7 +7,7 @@ from typing import Any
 
 from models.clustering import DBSCANSegmenter
 from segen.data.arrays import dataset_meta, load_arrays
-from segen.engines import clustering
+from segen.serving import clustering
 from segen.pipeline.store import StageResult
 
 

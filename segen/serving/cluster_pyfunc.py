@@ -14,7 +14,7 @@ from typing import Any
 
 import mlflow.pyfunc
 
-from segen.engines import clustering
+from segen.serving import clustering
 
 
 class ClusterSegmentationModel(mlflow.pyfunc.PythonModel):
