@@ -61,3 +61,46 @@ def test_discard_then_publish_replaces_a_result_that_no_longer_holds(tmp_path: P
         new = store.publish("s", "k", staged, {"version": 2})
     assert new.info == {"version": 2} and store.load("s", "k") == new
     assert [p.name for p in (tmp_path / "s").iterdir()] == ["k"]
+
+
+def test_stored_records_name_no_absolute_path(tmp_path: Path) -> None:
+    from segen.pipeline.store import StageResult
+
+    store = ArtifactStore(tmp_path / "a" / "store")
+    with store.staging("s") as staged:
+        (staged / "x").write_text("1")
+        published = store.publish("s", "k", staged, {"n": 1})
+    text = (tmp_path / "a" / "store" / "s" / "k" / "_meta.json").read_text()
+    assert str(tmp_path) not in text and "path" not in text
+    moved = tmp_path / "b"
+    (tmp_path / "a").rename(moved)
+    found = ArtifactStore(moved / "store").load("s", "k")
+    assert found == StageResult("s", "k", published.digest, str(moved / "store" / "s" / "k"),
+                                {"n": 1})
+
+
+@pytest.mark.slow
+def test_a_copied_project_uses_its_own_artifacts(tmp_path: Path) -> None:
+    """A project copied with its .segen/ finds every stage cached, at its own paths; with
+    the original gone it still does (it never read the original's artifacts)."""
+    import json
+    import shutil
+
+    from conftest import init_project, segen_cli
+
+    from segen.pipeline.store import read_pointer
+    from segen.project import Project
+
+    original = init_project(tmp_path / "original")
+    first = segen_cli("run", "--stages", "register_unet", "--json", cwd=original)
+    assert first.returncode == 0, first.stderr[-3000:]
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy, symlinks=True)
+    shutil.rmtree(original)
+    again = segen_cli("run", "--stages", "register_unet", "--json", cwd=copy)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads(again.stdout.strip().splitlines()[-1])
+    assert {s["status"] for s in summary["stages"]} == {"cached"}
+    for stage in ("preprocess", "train_unet", "evaluate_unet"):
+        result = read_pointer(Project.at(copy), stage)
+        assert Path(result.path).is_relative_to(copy) and Path(result.path).is_dir()
