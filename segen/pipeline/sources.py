@@ -26,6 +26,7 @@ from segen.hashing import hash_bytes, hash_json
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: segen/, tasks/, flows/, models/
 
 
+@functools.lru_cache(maxsize=None)  # a module's file does not move within one process
 def module_file(name: str) -> Path | None:
     """The .py file of a module of this checkout (a package: its __init__), else None."""
     base = ROOT.joinpath(*name.split("."))
@@ -42,7 +43,24 @@ def module_name(path: Path) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _parse(path: Path, stamp: tuple[int, int]) -> ast.Module:
-    return ast.parse(path.read_text(), filename=str(path))
+    """The module's syntax tree, its docstrings dropped (they are not code)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
+                and body and _is_docstring(body[0]):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+@functools.lru_cache(maxsize=None)
+def _file_digest(path: Path, stamp: tuple[int, int]) -> str:
+    return _normalised([_parse(path, stamp)])
+
+
+def file_digest(path: Path) -> str:
+    stat = path.stat()
+    return _file_digest(path, (stat.st_mtime_ns, stat.st_size))
 
 
 def parse(path: Path) -> ast.Module:
@@ -83,6 +101,11 @@ def _package_of(path: Path) -> str:
     return name if path.name == "__init__.py" else name.rpartition(".")[0]
 
 
+@functools.lru_cache(maxsize=None)
+def _file_imports(path: Path, stamp: tuple[int, int]) -> frozenset[str]:
+    return frozenset(imports_in([_parse(path, stamp)], _package_of(path)))
+
+
 def module_closure(names: Iterable[str]) -> set[Path]:
     """The files of the given modules and of everything they import, transitively."""
     todo, seen = list(names), set()
@@ -91,7 +114,8 @@ def module_closure(names: Iterable[str]) -> set[Path]:
         if path is None or path in seen:
             continue
         seen.add(path)
-        todo.extend(imports_in([parse(path)], _package_of(path)))
+        stat = path.stat()
+        todo.extend(_file_imports(path, (stat.st_mtime_ns, stat.st_size)))
     return seen
 
 
@@ -146,24 +170,10 @@ def _is_docstring(node: ast.stmt) -> bool:
 
 
 def _normalised(nodes: Iterable[ast.AST]) -> str:
-    """ast.dump without docstrings: code only (no comments, layout or docstrings)."""
-    parts = []
-    for node in nodes:
-        node = _strip_docstrings(node)
-        parts.append(ast.dump(node, annotate_fields=False, include_attributes=False))
-    return hash_bytes("\n".join(parts).encode())
-
-
-def _strip_docstrings(node: ast.AST) -> ast.AST:
-    import copy
-
-    node = copy.deepcopy(node)
-    for sub in ast.walk(node):
-        body = getattr(sub, "body", None)
-        if isinstance(sub, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
-                and body and _is_docstring(body[0]):
-            sub.body = body[1:] or [ast.Pass()]
-    return node
+    """Digest of ast.dump of docstring-free trees: code only (no comments, layout or
+    docstrings)."""
+    dumped = (ast.dump(n, annotate_fields=False, include_attributes=False) for n in nodes)
+    return hash_bytes("\n".join(dumped).encode())
 
 
 @functools.lru_cache(maxsize=None)
@@ -174,7 +184,7 @@ def _stage_sources(module: str, function: str, stamps: tuple) -> tuple[str, tupl
     library = module_closure(imports_in(statements, _package_of(path)))
     library.discard(path)
     parts = [(module_name(path), f"{function}:{_normalised(statements)}")]
-    parts += sorted((module_name(p), _normalised([parse(p)])) for p in library)
+    parts += sorted((module_name(p), file_digest(p)) for p in library)
     return hash_json(parts), tuple(sorted({path, *library}))
 
 
@@ -217,5 +227,4 @@ def stage_sources(module: str, function: str) -> tuple[str, tuple[Path, ...]]:
 
 def modules_digest(names: Iterable[str]) -> str:
     """Digest of the normalised source of these modules and everything they import."""
-    return hash_json(sorted((module_name(p), _normalised([parse(p)]))
-                            for p in module_closure(names)))
+    return hash_json(sorted((module_name(p), file_digest(p)) for p in module_closure(names)))
