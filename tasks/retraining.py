@@ -3,7 +3,8 @@ the promote_new task that gates every model version the run registered, and the 
 what changed (data version, stages ran vs cached, promotion decisions).
 
 promote_new runs only after every pipeline stage succeeded (the flow raises before it
-otherwise), so a failed run never touches the champion. Promotion is segen.registry.promotion.promote.
+otherwise), so a failed run never touches the champion. Promotion is
+segen.registry.promotion.moves.promote.
 """
 from __future__ import annotations
 
@@ -140,8 +141,8 @@ def _finite(value: Any) -> bool:
 def promote_new(project: Project, params_path: str, stages: list[dict[str, str]]
                 ) -> list[dict[str, Any]]:
     """Run the promotion gate on every model version registered and not gated yet."""
-    from segen.registry.promotion import promote
     from segen.registry.promotion.gate import family_of
+    from segen.registry.promotion.moves import promote
     from segen.tracking import configure_tracking
 
     versions = new_versions(project, stages)

@@ -30,6 +30,7 @@ def _run_stages(root: Path) -> dict[str, Any]:
     from segen.pipeline.summary import summarise
     from segen.project import Project
     from segen.tracking import configure_tracking
+    from tasks import stage_table
 
     @flow(name="segen-lineage-test")
     def stages_flow(project_dir: str) -> dict[str, Any]:
@@ -37,9 +38,9 @@ def _run_stages(root: Path) -> dict[str, Any]:
         params = load_params(project.root / "params.yaml")
         configure_tracking(project, params.mlflow)
         source = ensure_data(project, params.data, params.dataset)
-        log = StageLog(project, params)
-        for name in STAGES:
-            log.run(name)
+        log = StageLog(project, params, stage_table())
+        for name in STAGES:  # one at a time, as before the runner ran stages in parallel
+            log.run_all([name])
         return summarise(project, params, log.results, log.statuses, source)
 
     summary = stages_flow(str(root))
@@ -327,7 +328,7 @@ def test_graph_drawing(tmp_path) -> None:
     """The layout and both renderings, on a hand-made graph (no MLflow)."""
     from PIL import Image
 
-    from segen.registry.lineage.graph import Graph, Node, _layout, to_svg, write_png
+    from segen.registry.lineage.graph import Graph, Node, layout, to_svg, write_png
 
     graph = Graph()
     graph.add(Node("data:a", "data", ("data a", "git 1"), "a"))
@@ -336,7 +337,7 @@ def test_graph_drawing(tmp_path) -> None:
         graph.edges.append(("data:a", f"run:{i}"))
     graph.add(Node("model:m/1", "model", ("m v1", "@champion"), "m", marked=True))
     graph.edges.append(("run:2", "model:m/1"))
-    _layout(graph)
+    layout(graph)
     assert graph.nodes["model:m/1"].y == graph.nodes["run:2"].y  # level with its run
     svg = ElementTree.fromstring(to_svg(graph))  # well-formed, "<" escaped
     texts = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")]

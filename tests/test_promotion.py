@@ -80,8 +80,7 @@ def test_champion_stack_replays_promotions_and_rollbacks():
 
 def test_a_held_lock_makes_a_second_promotion_wait_then_fail_clearly(tmp_path):
     from segen.project import Project
-    from segen.registry.promotion import PromotionBusy
-    from segen.registry.promotion.lock import model_lock
+    from segen.registry.promotion.lock import PromotionBusy, model_lock
 
     project = Project.at(tmp_path)
     with model_lock(project, "m", 5.0) as path:
@@ -217,7 +216,7 @@ def test_gate_force_rollback_and_history_over_a_server(registry):
 
     from segen.config import load_params
     from segen.project import Project
-    from segen.registry.promotion import alias_history, promote, rollback
+    from segen.registry.promotion.moves import alias_history, promote, rollback
 
     params = load_params(project / "params.yaml")
     better = promote(Project.at(project), params, UNET)  # the latest version: 3
@@ -276,7 +275,7 @@ def test_clustering_gate_and_first_champion(registry):
 
     from segen.config import load_params
     from segen.project import Project
-    from segen.registry.promotion import promote
+    from segen.registry.promotion.moves import promote
 
     project, server = registry
     params = load_params(project / "params.yaml")
@@ -294,7 +293,7 @@ def test_clustering_gate_and_first_champion(registry):
 def test_concurrent_promotions_record_one_move(registry):
     from segen.config import load_params
     from segen.project import Project
-    from segen.registry.promotion import promote
+    from segen.registry.promotion.moves import promote
 
     project, server = registry
     promote(Project.at(project), load_params(project / "params.yaml"), UNET, 1, force=True,
@@ -320,7 +319,7 @@ def test_concurrent_promotions_record_one_move(registry):
 def test_missing_test_data_or_model_fails_clearly_and_moves_nothing(registry):
     from segen.config import load_params
     from segen.project import Project
-    from segen.registry.promotion import promote
+    from segen.registry.promotion.moves import promote
 
     project, server = registry
     params, before = load_params(project / "params.yaml"), _champion(server.uri, UNET)

@@ -60,7 +60,8 @@ def _promote(args: argparse.Namespace) -> int:
     if args.force and not (args.reason or "").strip():
         raise ValueError("--force needs --reason TEXT: say why the gate is overridden")
     params = _setup(args)
-    from segen.registry.promotion import PromotionBusy, promote
+    from segen.registry.promotion.lock import PromotionBusy
+    from segen.registry.promotion.moves import promote
     from segen.registry.promotion.report import format_result
 
     try:
@@ -75,7 +76,8 @@ def _promote(args: argparse.Namespace) -> int:
 
 def _rollback(args: argparse.Namespace) -> int:
     params = _setup(args)
-    from segen.registry.promotion import PromotionBusy, rollback
+    from segen.registry.promotion.lock import PromotionBusy
+    from segen.registry.promotion.moves import rollback
 
     try:
         result = rollback(args.project, params, args.model, reason=args.reason)
@@ -90,7 +92,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
 def _history(args: argparse.Namespace) -> int:
     params = _setup(args)
-    from segen.registry.promotion import alias_history
+    from segen.registry.promotion.moves import alias_history
 
     events = alias_history(args.project, params, args.model)
     if args.json:

@@ -35,8 +35,8 @@ def evaluate(kind: str, preprocess: StageResult, trained: StageResult,
     nets, config = load_generator(Path(trained.path), device)
     extractor = load_extractor(extractor_result).to(device)
     test = load_batch(preprocess, generative, "test", config["domains"])
-    real, request = _real_and_request(config, test, generative.eval_samples)
-    images = _generate(config, nets, generative.eval_samples, request, protocol.seed)
+    real, request = real_images_and_request(config, test, generative.eval_samples)
+    images = generate_for_scoring(config, nets, generative.eval_samples, request, protocol.seed)
     fake = to_unit_range(torch.from_numpy(images), config["spec"]["image_size"])
     n = len(fake)
     metrics = scores(real, fake, extractor, protocol)
@@ -59,12 +59,17 @@ def evaluate(kind: str, preprocess: StageResult, trained: StageResult,
     return {"metrics": metrics, "protocol": record}
 
 
-def _real_and_request(config: dict[str, Any], test: dict[str, torch.Tensor], n: int
-                      ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """The test images, and the conditioning to request n fakes with: test labels or masks
-    cycled to n (the test split's own mix); CycleGAN: every test image and its domain
-    (translated to the other one, so the fakes cover both domains as the test split does,
-    with the domain shares swapped)."""
+def real_images_and_request(config: dict[str, Any], test: dict[str, torch.Tensor], n: int
+                            ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The scoring protocol's two halves, shared by this stage and the promotion gate: the
+    real test images (N, C, S, S) in [-1, 1], and the conditioning to request n fakes with.
+
+    config: the generator's saved config; test: load_batch(..., "test", ...). The request is
+    the test labels or masks cycled to n (the test split's own mix); CycleGAN: every test
+    image and its domain (translated to the other one, so the fakes cover both domains as
+    the test split does, with the domain shares swapped); {} for unconditional kinds. Pass
+    it to generate_for_scoring.
+    """
     cycle = torch.arange(n) % len(test["image"])
     needs = config["conditioning"]
     if needs == "label":
@@ -77,9 +82,15 @@ def _real_and_request(config: dict[str, Any], test: dict[str, torch.Tensor], n: 
     return test["image"], {}
 
 
-def _generate(config: dict[str, Any], nets: torch.nn.Module, n: int, request: dict[str, Any],
-              seed: int) -> Any:
-    """(n', S, S, C) uint8 through segen.serving.generator; CycleGAN: one call per direction."""
+def generate_for_scoring(config: dict[str, Any], nets: torch.nn.Module, n: int,
+                         request: dict[str, Any], seed: int) -> Any:
+    """The fakes a generator makes for a request of real_images_and_request, seeded: (n', S,
+    S, C) uint8 through segen.serving.generator, where n' is the request's length (n for
+    unconditional kinds); CycleGAN: one call per direction, domain 0's images first.
+
+    Sample i answers slot i of the request, so two generators given the same request and seed
+    are paired sample by sample (what the promotion gate's bootstrap relies on).
+    """
     import numpy as np
 
     if config["conditioning"] != "image":

@@ -1,7 +1,12 @@
 """The lineage picture: data versions -> runs -> model versions, aliases marked.
 
 One layout (three columns, one row per node) drawn two ways: an HTML page with the SVG
-inline (no script, no CDN: it opens offline) or a PNG through matplotlib.
+inline (no script, no CDN: it opens offline) or a PNG through matplotlib. The layout works
+on a networkx DiGraph: the columns are its layers (data, run, model), rows come from each
+node's neighbours. networkx's own layered placement (multipartite_layout) spaces each column
+evenly and centres it, so a model version would not sit level with its run; a layered
+layout that does (Graphviz dot, through pygraphviz or pydot) needs the Graphviz binaries,
+which segen does not require. So the row rule below stays segen's own.
 """
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import networkx as nx
 
 from segen.pipeline.store import write_atomic
 from segen.project import Project
@@ -77,7 +84,7 @@ def build_graph(project: Project) -> Graph:
         elif record["data_version"]:  # its run is gone or untagged: link the data directly
             _add_data(graph, record["data_version"], [])
             graph.edges.append((f"data:{record['data_version']}", node.id))
-    _layout(graph)
+    layout(graph)
     return graph
 
 
@@ -88,22 +95,36 @@ def _add_data(graph: Graph, version: str, named_by: list[str]) -> None:
                    f"data version {version}; " + "; ".join(named_by)))
 
 
-def _layout(graph: Graph) -> None:
+def to_digraph(graph: Graph) -> nx.DiGraph:
+    """The graph as a networkx DiGraph: node ids with their column as "layer", in insertion
+    order (runs in time order)."""
+    dag = nx.DiGraph()
+    dag.add_nodes_from((n.id, {"layer": COLUMNS.index(n.kind)}) for n in graph.nodes.values())
+    dag.add_edges_from(graph.edges)
+    return dag
+
+
+def layout(graph: Graph) -> None:
     """Runs one per row in time order; a data version level with its first run, a model
     version level with its run (pushed down when the row is taken), so arrows stay short."""
-    runs = [n.id for n in graph.nodes.values() if n.kind == "run"]
+    dag = to_digraph(graph)
+    layers = [[n for n, layer in dag.nodes(data="layer") if layer == column]
+              for column in range(len(COLUMNS))]
+    data, runs, models = layers
     want = {node_id: i for i, node_id in enumerate(runs)}
-    for source, target in graph.edges:
-        if graph.nodes[source].kind == "data" and target in want:
-            want[source] = min(want.get(source, want[target]), want[target])
-    for source, target in graph.edges:
-        if graph.nodes[target].kind == "model":
-            want[target] = want.get(source, len(runs))
-    for column, kind in enumerate(COLUMNS):
+    for node_id in data:
+        rows = [want[s] for s in dag.successors(node_id) if s in want]
+        if rows:
+            want[node_id] = min(rows)
+    for node_id in models:  # its run's row, or its data version's when the run is gone
+        rows = [want.get(p, len(runs)) for p in dag.predecessors(node_id)]
+        if rows:
+            want[node_id] = rows[-1]
+    for column, ids in enumerate(layers):
         free = 0
-        for node in sorted((n for n in graph.nodes.values() if n.kind == kind),
-                           key=lambda n: want.get(n.id, len(runs))):  # stable: keeps order
-            row = max(want.get(node.id, free), free)
+        for node_id in sorted(ids, key=lambda i: want.get(i, len(runs))):  # stable order
+            row = max(want.get(node_id, free), free)
+            node = graph.nodes[node_id]
             node.x = 20 + column * (_BOX_W + _COL_GAP)
             node.y = _TOP + row * (_BOX_H + _ROW_GAP)
             free = row + 1

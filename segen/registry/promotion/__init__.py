@@ -2,12 +2,14 @@
 model versions, an append-only alias history in the registry, rollback, one promotion of
 a model at a time.
 
-    from segen.registry.promotion import promote, rollback, alias_history
+Nothing is imported here (registering a model needs only history.py, not the gate); import
+from the modules:
+
+    from segen.registry.promotion.moves import promote, rollback, alias_history
     result = promote(project, params, "segen-unet")          # the latest version
     result["decision"]   # promoted | rejected | forced | first | already_champion
-"""
-from segen.registry.promotion.history import record_alias_move
-from segen.registry.promotion.lock import PromotionBusy
-from segen.registry.promotion.moves import alias_history, promote, rollback
 
-__all__ = ["promote", "rollback", "alias_history", "record_alias_move", "PromotionBusy"]
+Modules: moves (promote, rollback, alias_history), gate (families, test data, per-image
+scores), generation (the FID gate), bootstrap (intervals), history (the alias history),
+lock (PromotionBusy, one promotion of a model at a time), report (the gate report).
+"""

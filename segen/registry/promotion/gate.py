@@ -52,8 +52,6 @@ def family_of(params: Params, model_name: str) -> Family:
     for section in (params.register_kmeans, params.register_dbscan):
         if model_name == section.model_name:
             return Family("clustering", gates.clustering, section.champion_alias, True)
-    from segen.registry.promotion.generation import generation_kind
-
     if generation_kind(params, model_name):
         return Family("generation", gates.generation,
                       params.register_generative.champion_alias, False)
@@ -62,6 +60,15 @@ def family_of(params: Params, model_name: str) -> Family:
              f"{params.register_generative.model_prefix}<kind>"]
     raise ValueError(f"model {model_name!r}: no promotion gate for it; the gates cover the "
                      f"models params.yaml registers: {', '.join(known)}")
+
+
+def generation_kind(params: Params, model_name: str) -> str | None:
+    """The generative kind of a model name (register_generative.model_prefix + kind), or None."""
+    from segen.pipeline.graph import GENERATIVE_KINDS
+
+    prefix = params.register_generative.model_prefix
+    kind = model_name.removeprefix(prefix) if model_name.startswith(prefix) else None
+    return kind if kind in GENERATIVE_KINDS else None
 
 
 def load_test_data(project: Project, version_tags: dict[str, str], where: str) -> TestData:

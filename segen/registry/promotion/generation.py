@@ -6,6 +6,8 @@ for the same samples (the evaluate stage's request and seed).
 FID is a statistic of a whole set, not a mean over images, so the paired bootstrap
 resamples the set: the same real test images and the same request slots (sample i of both
 models answers the same label, mask or image) for both models in every replicate.
+scipy.stats.bootstrap draws the indices (real images and request slots, each on its own:
+the two sets differ in size) and the statistic applies the slots to both models.
 """
 from __future__ import annotations
 
@@ -16,26 +18,18 @@ import numpy as np
 from segen.config import Params
 from segen.pipeline.store import ArtifactStore
 from segen.project import Project
+from segen.registry.promotion.bootstrap import percentile_interval
+from segen.registry.promotion.gate import PREPROCESS_TAG
 
 EXTRACTOR_TAG = "segen.feature_extractor_sha256"
 EXTRACTOR_KEY_TAG = "segen.key.train_feature_extractor"
 _FEATURE_BATCH = 256  # images per extractor pass (memory only)
 
 
-def generation_kind(params: Params, model_name: str) -> str | None:
-    """The generative kind of a model name (model_prefix + kind), or None."""
-    from segen.pipeline.graph import GENERATIVE_KINDS
-
-    prefix = params.register_generative.model_prefix
-    kind = model_name.removeprefix(prefix) if model_name.startswith(prefix) else None
-    return kind if kind in GENERATIVE_KINDS else None
-
-
 def fid_report(project: Project, params: Params, name: str, tags: dict[str, str],
                champion_tags: dict[str, str], versions: tuple[int, int]) -> dict[str, Any]:
     """FID of (challenger, champion) and the paired-bootstrap interval of their difference."""
     from segen.engines.gen_references import load_extractor
-    from segen.registry.promotion.gate import PREPROCESS_TAG
 
     where = f"{name} v{versions[0]}"
     store = ArtifactStore(project.store)
@@ -66,22 +60,25 @@ def paired_fid_bootstrap(real: Any, fake_a: Any, fake_b: Any, *, samples: int,
     same request) -> FIDs (models.gen_metrics.fid), difference a - b, its percentile
     interval (replicates by frechet_distance: torchmetrics costs ~0.1 s a call here, too
     slow for thousands of replicates)."""
+    import torch
+
     from models.gen_metrics import fid
 
     real, fake_a, fake_b = (np.asarray(x, dtype=np.float64) for x in (real, fake_a, fake_b))
-    rng = np.random.default_rng(seed)
-    diffs = np.empty(samples)
-    for b in range(samples):
-        real_i = rng.integers(0, len(real), len(real))
-        fake_i = rng.integers(0, len(fake_a), len(fake_a))
-        diffs[b] = (frechet_distance(real[real_i], fake_a[fake_i])
-                    - frechet_distance(real[real_i], fake_b[fake_i]))
-    tail = 100.0 * (1.0 - confidence) / 2.0
-    low, high = np.percentile(diffs, [tail, 100.0 - tail])
-    import torch
+    if fake_a.shape != fake_b.shape:
+        raise ValueError(f"paired_fid_bootstrap needs both models' samples for the same "
+                         f"requests, got {fake_a.shape} and {fake_b.shape} features")
 
+    def fid_difference(real_i: np.ndarray, slot_i: np.ndarray) -> float:
+        """One replicate: resampled real images, the same resampled slots of both models."""
+        return (frechet_distance(real[real_i], fake_a[slot_i])
+                - frechet_distance(real[real_i], fake_b[slot_i]))
+
+    low, high = percentile_interval((np.arange(len(real)), np.arange(len(fake_a))),
+                                    fid_difference, paired=False, vectorized=False,
+                                    samples=samples, confidence=confidence, seed=seed)
     fid_a, fid_b = (fid(torch.from_numpy(real), torch.from_numpy(f)) for f in (fake_a, fake_b))
-    return {"difference": fid_a - fid_b, "ci_low": float(low), "ci_high": float(high),
+    return {"difference": fid_a - fid_b, "ci_low": low, "ci_high": high,
             "n_images": int(len(real)), "n_samples": int(len(fake_a)),
             "challenger_metrics": {"fid": fid_a}, "champion_metrics": {"fid": fid_b}}
 
@@ -113,16 +110,19 @@ def _real_and_fake(name: str, version: int, preprocess: Any, params: Params) -> 
 
     from segen.engines.feature_extractor import to_unit_range
     from segen.engines.gen_data import load_batch
-    from segen.engines.gen_evaluation import _generate, _real_and_request
+    from segen.engines.gen_evaluation import (
+        generate_for_scoring,
+        real_images_and_request,
+    )
     from segen.serving.predict import load_model
 
     model, _ = load_model(f"{name}/{version}")
     inner = model.unwrap_python_model()  # segen.serving.gen_pyfunc.GenerativeModel: nets, config
     config = inner.config
     test = load_batch(preprocess, params.generative, "test", config["domains"])
-    real, request = _real_and_request(config, test, params.generative.eval_samples)
-    images = _generate(config, inner.nets, params.generative.eval_samples, request,
-                       params.generative_evaluate.seed)
+    real, request = real_images_and_request(config, test, params.generative.eval_samples)
+    images = generate_for_scoring(config, inner.nets, params.generative.eval_samples, request,
+                                  params.generative_evaluate.seed)
     return real, to_unit_range(torch.from_numpy(images), config["spec"]["image_size"])
 
 

@@ -20,7 +20,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from segen.registry.promotion.lock import _user
+from segen.registry.promotion.lock import current_user
 
 PREFIX = "segen.alias_history."
 MAX_EVENT_CHARS = 4000  # below the 5000-character column, with room to spare
@@ -41,7 +41,7 @@ def record_alias_move(model_name: str, *, alias: str, previous: int | None, new:
 
     registry = registry or client()
     event = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-             "user": _user(), "alias": alias, "action": action, "decision": decision,
+             "user": current_user(), "alias": alias, "action": action, "decision": decision,
              "previous": previous, "new": new, "candidate": candidate,
              "reason": (reason or "")[:_REASON_CHARS], "report": report}
     value = json.dumps(event, separators=(",", ":"))

@@ -1,6 +1,7 @@
-"""One promotion of a model at a time: an exclusive fcntl.flock on
-.segen/locks/<model>.lock. The kernel drops the lock when its holder exits, so a killed
-promotion never leaves a stale lock behind.
+"""One promotion of a model at a time: an exclusive filelock.FileLock on
+.segen/locks/<model>.lock. On Unix that is a kernel flock, dropped when its holder exits, so
+a killed promotion never leaves a stale lock behind (no soft-lock fallback: a marker file
+would outlive a killed holder).
 
 This serialises processes on one machine (sharing one project folder). Promotions from
 several machines against one MLflow server need a lock they all see (e.g. a PostgreSQL
@@ -9,15 +10,15 @@ re-reading the alias just before moving it, narrows the window but is no transac
 """
 from __future__ import annotations
 
-import fcntl
 import getpass
 import os
 import re
-import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
+
+from filelock import FileLock, Timeout
 
 from segen.project import Project
 
@@ -37,26 +38,23 @@ def model_lock(project: Project, model_name: str, timeout_s: float) -> Iterator[
     """Hold the model's lock for the block; wait up to timeout_s for another holder."""
     path = lock_path(project, model_name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise PromotionBusy(_busy_message(path, model_name, timeout_s)) from None
-                time.sleep(_POLL_S)
-        try:
-            # Who holds it, for the message a waiting process prints on timeout.
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()} user {_user()} since "
-                         f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}\n")
-            handle.flush()
-            yield path
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    lock = FileLock(path, fallback_to_soft=False, on_acquired=_write_holder)
+    try:
+        lock.acquire(timeout=timeout_s, poll_interval=_POLL_S)
+    except Timeout:
+        raise PromotionBusy(_busy_message(path, model_name, timeout_s)) from None
+    try:
+        yield path
+    finally:
+        lock.release()
+
+
+def _write_holder(fd: int) -> None:
+    """Who holds the lock, for the message a waiting process prints on timeout (waiters
+    open the file without truncating it)."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (f"pid {os.getpid()} user {current_user()} since "
+                   f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}\n").encode(), 0)
 
 
 def _busy_message(path: Path, model_name: str, timeout_s: float) -> str:
@@ -66,7 +64,8 @@ def _busy_message(path: Path, model_name: str, timeout_s: float) -> str:
             "promote.lock_timeout_s in params.yaml).")
 
 
-def _user() -> str:
+def current_user() -> str:
+    """The login name for lock files and the alias history ("unknown" when there is none)."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (some containers) and no $USER
