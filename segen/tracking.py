@@ -46,12 +46,25 @@ def start_run(project: Project, run_name: str, run_id: str | None = None,
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])  # set by configure_tracking
     name = os.environ.get(_EXPERIMENT_ENV, "segen")
     if mlflow.get_experiment_by_name(name) is None:
-        location = None
-        if mlflow.get_tracking_uri().startswith("sqlite:"):  # a server picks its own store
-            location = project.mlflow_artifacts.as_uri()
-        mlflow.create_experiment(name, artifact_location=location)
+        _create_experiment(project, name)
     mlflow.set_experiment(name)
     return mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=tags)
+
+
+def _create_experiment(project: Project, name: str) -> None:
+    """Create the experiment; a stage running beside this one may have just created it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    location = None
+    if mlflow.get_tracking_uri().startswith("sqlite:"):  # a server picks its own store
+        location = project.mlflow_artifacts.as_uri()
+    try:
+        mlflow.create_experiment(name, artifact_location=location)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS" and \
+                mlflow.get_experiment_by_name(name) is None:
+            raise
 
 
 def client() -> Any:

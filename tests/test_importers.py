@@ -199,7 +199,7 @@ def test_a_failure_leaves_the_existing_data_untouched(tmp_path: Path, stage: str
     if stage == "scan":
         text = "0,0,0=bg;255,0,0=red"  # green is unknown: fails before anything is written
     elif stage == "write":
-        monkeypatch.setattr(importers, "_save_image", _fail)
+        monkeypatch.setattr(importers, "save_image", _fail)
     else:
         renames = iter([os.rename, _fail, os.rename])  # data aside, new in (fails), data back
         monkeypatch.setattr(os, "rename", lambda src, dst: next(renames)(src, dst))

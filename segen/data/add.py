@@ -24,13 +24,13 @@ from segen.data.importers import (
     IMAGE_SUFFIXES,
     ImportPairsError,
     _decide,
-    _listing,
     _open,
-    _publish,
-    _save_image,
     _scan,
     import_pairs,
+    listing,
     pair_files,
+    publish_folder,
+    save_image,
 )
 from segen.data.validation import (
     IMAGE_MODES,
@@ -54,7 +54,7 @@ class AddSummary:
 
     def __str__(self) -> str:
         return (f"added {self.n_added} sample(s) ({self.image_mode}) to data/, now "
-                f"{self.n_total}; new ids {_listing(self.ids)}")
+                f"{self.n_total}; new ids {listing(self.ids)}")
 
 
 def add_samples(data_dir: Path, images_dir: Path, masks_dir: Path | None) -> AddSummary:
@@ -81,7 +81,7 @@ def add_samples(data_dir: Path, images_dir: Path, masks_dir: Path | None) -> Add
         build = tmp / "data"
         ids = _merge(data_dir, new, manifest, build)
         os.chmod(build, 0o755)  # mkdtemp's 0700 parent is not data/'s mode
-        _publish(build, data_dir)
+        publish_folder(build, data_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return AddSummary(len(ids), len(manifest) + len(ids), ids, mode)
@@ -153,7 +153,7 @@ def _stage_class_folders(images_dir: Path, out: Path, classes: list[str]) -> Non
     rows, images = [], [(f, p, _open(p, decode=True)) for f, p in files]  # all checked first
     for folder, path, image in images:
         stem = _unique(f"{folder.name}_{path.stem}", {r["id"] for r in rows})
-        _save_image(image, "RGB" if image.mode not in ("L", "1") else "L",
+        save_image(image, "RGB" if image.mode not in ("L", "1") else "L",
                     out / "images" / f"{stem}.png")
         rows.append({"id": stem, "image": f"images/{stem}.png", "mask": "",
                      "label": classes.index(folder.name), "source": f"{folder.name}/{path.name}"})
@@ -176,7 +176,7 @@ def _match_mode(new: Path, mode: str) -> None:
                 image.convert("RGB").save(new / rel)
     if colour:
         raise DataAddError(f"{len(colour)} new image(s) are colour but the dataset is greyscale: "
-                           f"{_listing(colour)}; convert them to greyscale first")
+                           f"{listing(colour)}; convert them to greyscale first")
 
 
 def _check_staged(new: Path, has_masks: bool) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from segen.data.importers import GREY_MODES, _listing, _publish, _save_image
+from segen.data.importers import GREY_MODES, listing, publish_folder, save_image
 
 DIGITS_SCALE = 4  # 8x8 digits -> 32x32, each pixel a 4x4 block (nearest neighbour)
 DIGITS_MAX = 16  # load_digits values are 0..16
@@ -51,7 +51,7 @@ def import_classes(root: Path, out_dir: Path) -> ClassImportSummary:
     try:
         _write_classes(tmp, folders, mode)
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; data/ should read like any folder
-        _publish(tmp, out_dir)
+        publish_folder(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     per_class = {name: len(files) for name, files in folders.items()}
@@ -83,7 +83,7 @@ def _check_folders(root: Path, folders: dict[str, list[Path]]) -> None:
         raise ImportClassesError(f"{root} has {len(folders)} class sub-folder(s) "
                                  f"({list(folders)}); expected at least two, one per class")
     if empty := [str(root / name) for name, files in folders.items() if not files]:
-        raise ImportClassesError(f"class folder(s) with no images: {_listing(empty)}; add images "
+        raise ImportClassesError(f"class folder(s) with no images: {listing(empty)}; add images "
                                  "(any format Pillow reads) or remove the folder(s)")
 
 
@@ -121,7 +121,7 @@ def _one_mode(modes: dict[Path, str]) -> str:
     raise ImportClassesError(
         f"images mix greyscale and colour: {counts['RGB']} RGB and {counts['L']} greyscale; "
         f"these {len(odd)} are {'greyscale' if majority == 'RGB' else 'colour'} while most are "
-        f"not: {_listing(odd)}. Convert them so every image has the same channel count.")
+        f"not: {listing(odd)}. Convert them so every image has the same channel count.")
 
 
 def _write_classes(root: Path, folders: dict[str, list[Path]], mode: str) -> None:
@@ -131,7 +131,7 @@ def _write_classes(root: Path, folders: dict[str, list[Path]], mode: str) -> Non
     for label, (name, files) in enumerate(folders.items()):
         for path in files:
             stem = _unique(f"{name}_{path.stem}", ids)
-            _save_image(_decoded(path), mode, root / "images" / f"{stem}.png")
+            save_image(_decoded(path), mode, root / "images" / f"{stem}.png")
             rows.append({"id": stem, "image": f"images/{stem}.png", "mask": "", "label": label,
                          "source": f"{name}/{path.name}"})
     pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False, lineterminator="\n")

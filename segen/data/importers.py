@@ -78,7 +78,7 @@ def import_pairs(images_dir: Path, masks_dir: Path, out_dir: Path, *,
         _write_pairs(tmp, pairs, kind, lookup, image_mode)
         (tmp / "classes.json").write_text(json.dumps({"classes": classes}, indent=1) + "\n")
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; data/ should read like any folder
-        _publish(tmp, out_dir)
+        publish_folder(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ImportSummary(len(pairs), kind, list(classes), image_mode)
@@ -102,8 +102,8 @@ def pair_files(images_dir: Path, masks_dir: Path) -> Pairs:
     if lone_images or lone_masks:
         raise ImportPairsError(
             f"{len(lone_images) + len(lone_masks)} file(s) have no partner with the same stem: "
-            f"images without a mask in {images_dir}: {_listing(lone_images)}; masks without an "
-            f"image in {masks_dir}: {_listing(lone_masks)}. Add the missing partners, rename "
+            f"images without a mask in {images_dir}: {listing(lone_images)}; masks without an "
+            f"image in {masks_dir}: {listing(lone_masks)}. Add the missing partners, rename "
             f"them to match, or move the extras out (masks must be {MASK_SUFFIXES}).")
     order = sorted(images, key=lambda s: [int(t) if t.isdigit() else t
                                           for t in re.split(r"(\d+)", s)])
@@ -163,7 +163,7 @@ def _decide(values: dict[Path, set[int]], classes: list[str] | None) -> tuple[st
         bad = [f"{p} (ids {sorted(i for i in ids if i >= limit)[:5]})"
                for p, ids in values.items() if max(ids) >= limit]
         raise ImportPairsError(f"{len(bad)} mask(s) hold class ids beyond the {limit} classes "
-                               f"{classes or 'allowed without --classes'}: {_listing(bad)}. "
+                               f"{classes or 'allowed without --classes'}: {listing(bad)}. "
                                "Expected ids 0..K-1 for K classes, or only 0 and 255: pass every "
                                "class name with --classes, or fix the masks.")
     names = ["background"] + [f"class_{i}" for i in range(1, max(top, 1) + 1)]
@@ -177,7 +177,7 @@ def _write_pairs(root: Path, pairs: Pairs, kind: str, lookup: dict[Colour, int] 
     for stem, (image_path, mask_path) in pairs.items():
         ids = _mask_values(mask_path, lookup)
         ids = (ids == 255 if kind == "binary" else ids).astype(np.uint8)
-        _save_image(_open(image_path, decode=True), image_mode, root / "images" / f"{stem}.png")
+        save_image(_open(image_path, decode=True), image_mode, root / "images" / f"{stem}.png")
         Image.fromarray(ids, "L").save(root / "masks" / f"{stem}.png")
         label = int(np.bincount(ids.ravel())[1:].argmax()) + 1 if ids.any() else 0  # top non-0
         rows.append({"id": stem, "image": f"images/{stem}.png", "mask": f"masks/{stem}.png",
@@ -224,14 +224,14 @@ def _colours(mask: Image.Image) -> tuple[list[Colour], np.ndarray]:
             inverse.reshape(rgb.shape[:2]))
 
 
-def _save_image(image: Image.Image, mode: str, path: Path) -> None:
+def save_image(image: Image.Image, mode: str, path: Path) -> None:
     if image.mode in WIDE_MODES:  # Pillow clips these at 255 when converting: scale instead
         scale = 1.0 if image.getextrema()[1] <= 255 else 255 / 65535
         image = Image.fromarray((np.asarray(image) * scale).round().clip(0, 255).astype(np.uint8))
     image.convert(mode).save(path)
 
 
-def _publish(tmp: Path, out_dir: Path) -> None:
+def publish_folder(tmp: Path, out_dir: Path) -> None:
     old = tmp.with_name(f"{tmp.name}-old")  # unique like tmp; deleted only once tmp is in place
     if out_dir.exists():
         os.rename(out_dir, old)
@@ -244,6 +244,6 @@ def _publish(tmp: Path, out_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _listing(items: list[str]) -> str:
+def listing(items: list[str]) -> str:
     more = f" ... and {len(items) - LIST_AT_MOST} more" if len(items) > LIST_AT_MOST else ""
     return (", ".join(items[:LIST_AT_MOST]) or "none") + more
