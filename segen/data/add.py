@@ -23,14 +23,14 @@ from PIL import Image
 from segen.data.importers import (
     IMAGE_SUFFIXES,
     ImportPairsError,
-    _decide,
-    _open,
-    _scan,
+    decide_mask_kind,
     import_pairs,
     listing,
+    open_image,
     pair_files,
     publish_folder,
     save_image,
+    scan_mask_values,
 )
 from segen.data.validation import (
     IMAGE_MODES,
@@ -120,7 +120,7 @@ def _stage_pairs(images_dir: Path, masks_dir: Path, out: Path, classes: list[str
             readable[stem] = (image, mask)
     try:
         if readable:  # sizes, then class ids against classes.json
-            _decide(_scan(readable, None)[0], classes)
+            decide_mask_kind(scan_mask_values(readable, None)[0], classes)
         if not problems:
             import_pairs(images_dir, masks_dir, out, classes=classes, class_map=None)
     except ImportPairsError as err:
@@ -133,7 +133,7 @@ def _stage_pairs(images_dir: Path, masks_dir: Path, out: Path, classes: list[str
 
 def _decode_error(path: Path) -> str | None:
     try:
-        _open(path, decode=True)
+        open_image(path, decode=True)
     except ImportPairsError as err:
         return str(err)
     return None
@@ -150,7 +150,7 @@ def _stage_class_folders(images_dir: Path, out: Path, classes: list[str]) -> Non
     if not files:
         raise DataAddError(f"{images_dir} holds no images in class sub-folders ({classes})")
     (out / "images").mkdir(parents=True)
-    rows, images = [], [(f, p, _open(p, decode=True)) for f, p in files]  # all checked first
+    rows, images = [], [(f, p, open_image(p, decode=True)) for f, p in files]  # all checked first
     for folder, path, image in images:
         stem = _unique(f"{folder.name}_{path.stem}", {r["id"] for r in rows})
         save_image(image, "RGB" if image.mode not in ("L", "1") else "L",

@@ -71,8 +71,8 @@ def import_pairs(images_dir: Path, masks_dir: Path, out_dir: Path, *,
     pairs = pair_files(images_dir, masks_dir)
     lookup, classes = (None, classes) if class_map is None else _palette_lookup(class_map, classes)
     _check_args(out_dir, (images_dir, masks_dir), classes)
-    values, image_mode = _scan(pairs, lookup)
-    kind, classes = ("palette", classes) if lookup is not None else _decide(values, classes)
+    values, image_mode = scan_mask_values(pairs, lookup)
+    kind, classes = ("palette", classes) if lookup is not None else decide_mask_kind(values, classes)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-import-", dir=out_dir.parent))
     try:
         _write_pairs(tmp, pairs, kind, lookup, image_mode)
@@ -136,12 +136,12 @@ def _palette_lookup(class_map: dict[Colour, str], classes: list[str] | None
     return {colour: classes.index(name) for colour, name in class_map.items()}, classes
 
 
-def _scan(pairs: Pairs, lookup: dict[Colour, int] | None) -> tuple[dict[Path, set[int]], str]:
+def scan_mask_values(pairs: Pairs, lookup: dict[Colour, int] | None) -> tuple[dict[Path, set[int]], str]:
     """Before writing anything: mask values per file, image mode ("L" only if all are grey)."""
     values: dict[Path, set[int]] = {}
     modes: set[str] = set()
     for image_path, mask_path in pairs.values():
-        image, ids = _open(image_path, decode=False), _mask_values(mask_path, lookup)
+        image, ids = open_image(image_path, decode=False), _mask_values(mask_path, lookup)
         modes.add("L" if image.mode in GREY_MODES else "RGB")  # header only: fast
         if image.size != ids.shape[::-1]:
             raise ImportPairsError(f"{mask_path} is {ids.shape[1]}x{ids.shape[0]} but its image "
@@ -150,7 +150,7 @@ def _scan(pairs: Pairs, lookup: dict[Colour, int] | None) -> tuple[dict[Path, se
     return values, "RGB" if "RGB" in modes else "L"
 
 
-def _decide(values: dict[Path, set[int]], classes: list[str] | None) -> tuple[str, list[str]]:
+def decide_mask_kind(values: dict[Path, set[int]], classes: list[str] | None) -> tuple[str, list[str]]:
     """index or binary for the whole dataset; classes inferred from the top id if not given."""
     seen = set().union(*values.values())
     top = max(seen)
@@ -177,7 +177,7 @@ def _write_pairs(root: Path, pairs: Pairs, kind: str, lookup: dict[Colour, int] 
     for stem, (image_path, mask_path) in pairs.items():
         ids = _mask_values(mask_path, lookup)
         ids = (ids == 255 if kind == "binary" else ids).astype(np.uint8)
-        save_image(_open(image_path, decode=True), image_mode, root / "images" / f"{stem}.png")
+        save_image(open_image(image_path, decode=True), image_mode, root / "images" / f"{stem}.png")
         Image.fromarray(ids, "L").save(root / "masks" / f"{stem}.png")
         label = int(np.bincount(ids.ravel())[1:].argmax()) + 1 if ids.any() else 0  # top non-0
         rows.append({"id": stem, "image": f"images/{stem}.png", "mask": f"masks/{stem}.png",
@@ -185,7 +185,7 @@ def _write_pairs(root: Path, pairs: Pairs, kind: str, lookup: dict[Colour, int] 
     pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False, lineterminator="\n")
 
 
-def _open(path: Path, *, decode: bool) -> Image.Image:
+def open_image(path: Path, *, decode: bool) -> Image.Image:
     """The image, decoded if asked; a file Pillow can't read becomes an error naming it."""
     try:
         with Image.open(path) as image:
@@ -199,7 +199,7 @@ def _open(path: Path, *, decode: bool) -> Image.Image:
 
 def _mask_values(path: Path, lookup: dict[Colour, int] | None) -> np.ndarray:
     """(H, W) int64: class ids through the class map, else the single-channel values."""
-    mask = _open(path, decode=True)
+    mask = open_image(path, decode=True)
     if lookup is None and mask.mode in ID_MODES:
         return np.asarray(mask).astype(np.int64)
     colours, inverse = _colours(mask)
