@@ -8,7 +8,8 @@ import torch
 
 from models.feature_extractor import FeatureClassifier
 from models.gen_metrics import class_accuracy, generative_scores, precision_recall
-from segen.engines.feature_extractor import fit_feature_extractor, to_unit_range
+from segen.engines.feature_extractor import fit_feature_extractor
+from segen.serving.images import to_unit_range
 
 
 def _extractor(channels: int = 3, size: int = 16) -> FeatureClassifier:

@@ -12,10 +12,11 @@ from models import cluster_metrics as cm
 from models.clustering import NOISE, KMeansSegmenter, pixel_features
 from segen.config import ClusterEvaluateParams
 from segen.data.arrays import dataset_meta, load_arrays
-from segen.serving import clustering
 from segen.hashing import hash_tree
 from segen.pipeline.stage import StageOutput
 from segen.pipeline.store import StageResult
+from segen.serving import clustering
+from segen.serving.grid import save_prediction_grid
 
 TIMING = "timing.json"
 
@@ -80,7 +81,8 @@ def evaluate(preprocess: StageResult, trained: StageResult, params: ClusterEvalu
     np.savez(out / "per_image.npz", **per_image)
     (out / "metrics.json").write_text(json.dumps(scores, indent=1).replace("NaN", "null"))
     (out / TIMING).write_text(json.dumps(timing, indent=1))
-    _save_grid(images, masks, classes, len(class_names), params.grid_images, out / "grid.png")
+    n = min(params.grid_images, len(images))
+    save_prediction_grid(images[:n], masks[:n], classes[:n], out / "grid.png")
     # Timings differ run to run: leave them out of the digest, so recomputing a lost
     # evaluation with the same scores keeps register_* a cache hit.
     return StageOutput({"metrics": _flat_metrics(scores | timing, class_names)},
@@ -125,18 +127,3 @@ def _flat_metrics(scores: dict[str, Any], class_names: list[str]) -> dict[str, f
                     if not np.isnan(v)})
     return metrics
 
-
-def _save_grid(images: np.ndarray, masks: np.ndarray, classes: np.ndarray, num_classes: int,
-               rows: int, path: Path) -> None:
-    """The U-Net's image | truth | prediction grid; one extra colour marks pixels that match
-    no class (noise, unmatched clusters)."""
-    import torch
-    from torchvision.utils import save_image
-
-    from segen.engines.unet_evaluation import prediction_grid
-
-    n = min(rows, len(images))
-    shown = np.where(classes[:n] == cm.UNMATCHED, num_classes, classes[:n])
-    grid = prediction_grid(torch.from_numpy(images[:n]), torch.from_numpy(masks[:n]).long(),
-                           torch.from_numpy(shown), num_classes + 1)
-    save_image(grid, path)

@@ -7,8 +7,8 @@ from typing import Any
 
 from models.clustering import DBSCANSegmenter
 from segen.data.arrays import dataset_meta, load_arrays
-from segen.serving import clustering
 from segen.pipeline.store import StageResult
+from segen.serving import clustering
 
 
 def fit(preprocess: StageResult, kind: str, section: Any, out: Path) -> dict[str, Any]:

@@ -1,8 +1,7 @@
 """Train the pinned feature extractor (models.feature_extractor.FeatureClassifier) on the
 preprocess stage's labelled images; a stage body calls fit_feature_extractor and saves it.
-
-to_unit_range is the one place where stored uint8 images become the [-1, 1] tensors that the
-extractor and the generative models see."""
+Its inputs are segen.serving.images.to_unit_range's: the [-1, 1] tensors the generative
+models see."""
 from __future__ import annotations
 
 import math
@@ -10,25 +9,12 @@ import time
 
 import torch
 from torch.nn import functional as F
-from torchvision.transforms.v2 import functional as TF
 
 from models.feature_extractor import FeatureClassifier
 from models.gen_metrics import class_accuracy
 from segen.engines.training import batch_indices
 from segen.serving.device import pick_device
-
-
-def to_unit_range(images_uint8_nhwc: torch.Tensor, image_size: int) -> torch.Tensor:
-    """(N, H, W, C) uint8 -> (N, C, image_size, image_size) float32 in [-1, 1]; resized with
-    antialiasing (bilinear) only when the stored size differs."""
-    x = torch.as_tensor(images_uint8_nhwc)
-    if x.dtype != torch.uint8 or x.ndim != 4:
-        raise ValueError(f"to_unit_range expects (N, H, W, C) uint8 images, got "
-                         f"{tuple(x.shape)} {x.dtype}")
-    x = x.permute(0, 3, 1, 2).float()  # (N, C, H, W) in [0, 255]
-    if x.shape[-2:] != (image_size, image_size):
-        x = TF.resize(x, [image_size, image_size], antialias=True).clamp_(0, 255)
-    return x.div_(127.5).sub_(1.0)
+from segen.serving.images import to_unit_range
 
 
 def fit_feature_extractor(images: torch.Tensor, labels: torch.Tensor, val_images: torch.Tensor,

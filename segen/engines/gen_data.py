@@ -2,8 +2,6 @@
 images in [-1, 1] at generative.image_size, labels, masks and CycleGAN domains."""
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,31 +10,34 @@ import torch
 import torch.nn.functional as F
 
 from segen.config import GenerativeParams
-from segen.engines.feature_extractor import to_unit_range
-from segen.engines.training import dataset_meta
+from segen.data.arrays import (
+    MANIFEST,
+    dataset_meta,
+    load_arrays,
+    load_labels,
+    manifest_rows,
+    split_index,
+)
 from segen.pipeline.stage import StageSkipped
 from segen.pipeline.store import StageResult
-
-
-def split_index(prepared: StageResult, split: str) -> list[int]:
-    return json.loads((Path(prepared.path) / "split.json").read_text())[split]
+from segen.serving.images import to_unit_range
 
 
 def load_batch(prepared: StageResult, params: GenerativeParams, split: str,
                domain_values: list[str] | None = None) -> dict[str, torch.Tensor]:
     """One split, whole: "image" (N, C, S, S) in [-1, 1], "label" (N,), "mask" (N, S, S)
     and, when domain_values is given, "domain" (N,) 0/1."""
-    root, index = Path(prepared.path), split_index(prepared, split)
     size = params.image_size
-    images = np.ascontiguousarray(np.load(root / "images.npy", mmap_mode="r")[index])
-    masks = torch.from_numpy(np.load(root / "masks.npy", mmap_mode="r")[index].astype(np.int64))
+    images, stored_masks = load_arrays(prepared, split)
+    masks = torch.from_numpy(stored_masks.astype(np.int64))
     if masks.shape[-2:] != (size, size):  # nearest: class ids stay class ids
         masks = F.interpolate(masks[:, None].float(), size=(size, size),
                               mode="nearest-exact")[:, 0].long()
-    batch = {"image": to_unit_range(torch.from_numpy(images), size),
-             "label": torch.from_numpy(np.load(root / "labels.npy")[index]).long(),
+    batch = {"image": to_unit_range(images, size),
+             "label": torch.from_numpy(load_labels(prepared, split)).long(),
              "mask": masks}
     if domain_values is not None:
+        index = split_index(prepared, split)
         column = np.asarray(manifest_column(prepared, params.cyclegan_domain_column))[index]
         batch["domain"] = torch.from_numpy(column == domain_values[1]).long()
     return batch
@@ -44,12 +45,10 @@ def load_batch(prepared: StageResult, params: GenerativeParams, split: str,
 
 def manifest_column(prepared: StageResult, column: str) -> list[str]:
     """One column of the manifest the preprocess stage read, in the arrays' order."""
-    path = Path(prepared.path) / "manifest.csv"
-    if not path.is_file():
-        raise StageSkipped(f"the preprocess output has no manifest.csv to take CycleGAN "
-                           f"domains from ({path})")
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = manifest_rows(prepared)
+    if rows is None:
+        raise StageSkipped(f"the preprocess output has no {MANIFEST} to take CycleGAN "
+                           f"domains from ({Path(prepared.path) / MANIFEST})")
     if rows and column not in rows[0]:
         raise StageSkipped(f"the dataset's manifest.csv has no column {column!r} to split "
                            f"CycleGAN's two domains (columns: {sorted(rows[0])}); set "

@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from models.feature_extractor import FeatureClassifier
@@ -23,12 +22,12 @@ from segen.config import (
     GenerativeEvaluateParams,
     GenerativeParams,
 )
-from segen.engines.feature_extractor import fit_feature_extractor, to_unit_range
-from segen.engines.gen_data import split_index
-from segen.engines.training import dataset_meta
+from segen.data.arrays import dataset_meta, load_images, load_labels
+from segen.engines.feature_extractor import fit_feature_extractor
 from segen.hashing import hash_file
 from segen.pipeline.store import StageResult
-from segen.serving.generator import to_uint8
+from segen.serving.images import to_uint8, to_unit_range
+from segen.serving.model_folder import load_model_folder, save_model_folder
 
 WEIGHTS = "extractor.pt"
 CONFIG = "extractor.json"
@@ -36,9 +35,8 @@ CONFIG = "extractor.json"
 
 def _split(prepared: StageResult, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, H, W, C) uint8 images and (N,) labels of one split."""
-    root, index = Path(prepared.path), split_index(prepared, split)
-    images = np.ascontiguousarray(np.load(root / "images.npy", mmap_mode="r")[index])
-    return torch.from_numpy(images), torch.from_numpy(np.load(root / "labels.npy")[index])
+    return (torch.from_numpy(load_images(prepared, split)),
+            torch.from_numpy(load_labels(prepared, split)))
 
 
 def fit_and_reference(prepared: StageResult, generative: GenerativeParams,
@@ -54,8 +52,7 @@ def fit_and_reference(prepared: StageResult, generative: GenerativeParams,
         train_x, train_y, val_x, val_y, image_size=generative.image_size, width=params.width,
         feature_dim=params.feature_dim, epochs=params.epochs, batch_size=params.batch_size,
         lr=params.lr, seed=params.seed, n_classes=config["n_classes"])
-    torch.save(model.state_dict(), out / WEIGHTS)
-    (out / CONFIG).write_text(json.dumps(config, indent=1, sort_keys=True))
+    save_model_folder(out, CONFIG, config, WEIGHTS, model.state_dict())
     sha256 = hash_file(out / WEIGHTS)
     test_x, test_y = _split(prepared, "test")
     real = to_unit_range(test_x, generative.image_size)
@@ -83,7 +80,7 @@ def _trivial_samples(train: torch.Tensor, n: int, rng: torch.Generator) -> torch
 
 def quantise(x: torch.Tensor) -> torch.Tensor:
     """Round [-1, 1] images through uint8, as stored real images are."""
-    return to_unit_range(torch.from_numpy(to_uint8(x)), x.shape[-1])
+    return to_unit_range(to_uint8(x), x.shape[-1])
 
 
 def scores(real: torch.Tensor, fake: torch.Tensor, extractor: FeatureClassifier,
@@ -108,8 +105,8 @@ def load_extractor(result: StageResult) -> FeatureClassifier:
         raise ValueError(f"{folder / WEIGHTS} does not match its recorded sha256 {expected}: "
                          "the pinned extractor was altered. Delete that folder and rerun "
                          "`segen stage train_feature_extractor`.")
-    config = json.loads((folder / CONFIG).read_text())
+    config, state = load_model_folder(folder, CONFIG, WEIGHTS)
     model = FeatureClassifier(config["channels"], config["image_size"], config["n_classes"],
                               config["width"], config["feature_dim"])
-    model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
+    model.load_state_dict(state)
     return model.eval()

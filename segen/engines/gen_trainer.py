@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.utils import make_grid, save_image
 
 from models.generative import (
     CONDITIONING,
@@ -42,11 +41,13 @@ from segen.pipeline.store import StageResult
 from segen.project import Project
 from segen.serving.device import pick_device
 from segen.serving.generator import save_generator
+from segen.serving.grid import save_grid, tile_grid
 from segen.tracking import start_run
 
 log = logging.getLogger("segen.train_generative")
 CHECKPOINT = "checkpoint.pt"
 GRID = "samples.png"
+PER_ROW = 8  # samples per grid row
 _NO_AUTOCAST = ("wgan_gp",)  # torch.autograd.grad(create_graph=True) of the penalty
 
 
@@ -169,7 +170,7 @@ def fit(project: Project, kind: str, preprocess: StageResult, generative: Genera
                      " ".join(f"{k}={v:.4g}" for k, v in losses.items()))
         run_id = run.info.run_id
     save_generator(trainer.nets, config, out)
-    save_image(grid_image(trainer.samples(generative.sample_grid, cond)), out / GRID)
+    _save_samples(trainer.samples(generative.sample_grid, cond), out / GRID)
     shutil.rmtree(checkpoint.parent, ignore_errors=True)
     run_epochs = params.epochs - resumed_from
     return {"kind": kind, "mlflow_run_id": run_id, "device": trainer.device.type,
@@ -182,12 +183,17 @@ def _batch_keys(conditioning: str | None) -> tuple[str, ...]:
 
 
 def grid_image(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, S, S) in [-1, 1] -> one (3, H, W) grid in [0, 1], 8 per row."""
-    return make_grid((x + 1) / 2, nrow=8, padding=1, pad_value=1.0)
+    """(N, C, S, S) in [-1, 1] -> one (3, H, W) grid in [0, 1], PER_ROW to a row."""
+    return tile_grid((x + 1) / 2, PER_ROW)
+
+
+def _save_samples(x: torch.Tensor, path: Path) -> None:
+    """(N, C, S, S) in [-1, 1] as a grid PNG, PER_ROW to a row."""
+    save_grid((x + 1) / 2, path, PER_ROW)
 
 
 def _log_grid(grid: torch.Tensor, path: Path) -> None:
     import mlflow
 
-    save_image(grid_image(grid), path)
+    _save_samples(grid, path)
     mlflow.log_artifact(str(path), artifact_path="samples")

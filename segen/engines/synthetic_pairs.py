@@ -13,13 +13,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.utils import make_grid, save_image
 
 from segen.config import SyntheticParams
 from segen.engines.training import load_split
 from segen.pipeline.store import StageResult
 from segen.serving.device import pick_device
 from segen.serving.generator import generate_images, load_generator
+from segen.serving.grid import label_tiles, rows_of, save_grid
+from segen.serving.images import to_zero_one
 
 BATCH = 64  # images generated per forward pass
 
@@ -74,21 +75,11 @@ def synthesize(preprocess: StageResult, train_pix2pix: StageResult,
                "train_pix2pix_key": train_pix2pix.key, "preprocess_key": preprocess.key,
                "source_split": "train", "n_pairs": params.n_pairs, "seed": params.seed}
     (out / "synthetic.json").write_text(json.dumps(lineage, indent=1))
-    _save_grid(images[:8], masks[:8], int(train_masks.max()) + 1, out / "grid.png")
+    save_grid(rows_of(to_zero_one(images[:8]), label_tiles(masks[:8])), out / "grid.png", 2)
     return lineage
 
 
 def load_pairs(synthetic: StageResult) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, H, W, C) uint8 images and (N, H, W) int64 masks of a synthesize_pairs result."""
-    root = Path(synthetic.path)
-    return (torch.from_numpy(np.load(root / "images.npy")),
-            torch.from_numpy(np.load(root / "masks.npy").astype(np.int64)))
-
-
-def _save_grid(images: np.ndarray, masks: torch.Tensor, n_classes: int, path: Path) -> None:
-    """Rows of synthetic image | its mask (class ids as grey levels)."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x[:, :3]
-    m = (masks.float() / max(n_classes - 1, 1))[:, None].expand(-1, 3, -1, -1)
-    save_image(make_grid(torch.stack([x, m], 1).flatten(0, 1), nrow=2, padding=2,
-                         pad_value=1.0), path)
+    """(N, H, W, C) uint8 images and (N, H, W) int64 masks of a synthesize_pairs result (no
+    split: every pair joins the train split)."""
+    return load_split(synthetic, None)

@@ -2,7 +2,6 @@
 augmentation and atomic checkpoints."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -11,22 +10,17 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from segen.data.arrays import load_arrays
 from segen.pipeline.store import StageResult
 
 log = logging.getLogger("segen.training")
 
 
-def dataset_meta(prepared: StageResult) -> dict[str, Any]:
-    return json.loads((Path(prepared.path) / "dataset.json").read_text())
-
-
-def load_split(prepared: StageResult, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, H, W, C) uint8 images and (N, H, W) int64 masks of one split, in memory."""
-    root = Path(prepared.path)
-    index = json.loads((root / "split.json").read_text())[split]
-    images = np.load(root / "images.npy", mmap_mode="r")[index]
-    masks = np.load(root / "masks.npy", mmap_mode="r")[index]
-    return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(masks.astype(np.int64))
+def load_split(prepared: StageResult, split: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, H, W, C) uint8 images and (N, H, W) int64 masks of one split (None: every row),
+    in memory: segen.data.arrays.load_arrays as the tensors the U-Net trains on."""
+    images, masks = load_arrays(prepared, split)
+    return torch.from_numpy(images), torch.from_numpy(masks.astype(np.int64))
 
 
 def batch_indices(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:

@@ -7,35 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.utils import make_grid, save_image
 
 from models.metrics import per_image_scores, segmentation_scores
 from segen.config import EvaluateParams
 from segen.engines.training import load_split
 from segen.pipeline.store import StageResult
 from segen.serving.device import pick_device
+from segen.serving.grid import save_prediction_grid
 from segen.serving.unet import load_unet, predict_masks
-
-
-def palette(num_classes: int) -> torch.Tensor:
-    """(K, 3) float colours in [0, 1]; background black, classes spread over the hue wheel."""
-    import colorsys
-
-    colours = [(0.0, 0.0, 0.0)] + [colorsys.hsv_to_rgb(k / max(num_classes - 1, 1), 0.85, 1.0)
-                                   for k in range(num_classes - 1)]
-    return torch.tensor(colours)
-
-
-def prediction_grid(images: torch.Tensor, truth: torch.Tensor, pred: torch.Tensor,
-                    num_classes: int) -> torch.Tensor:
-    """Rows of image | truth | prediction: (3, H', W') float for save_image."""
-    colours = palette(num_classes)
-    x = images.permute(0, 3, 1, 2).float() / 255.0  # (N, C, H, W)
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    tiles = torch.stack([x, colours[truth].permute(0, 3, 1, 2),
-                         colours[pred.long()].permute(0, 3, 1, 2)], dim=1)  # (N, 3, 3, H, W)
-    return make_grid(tiles.flatten(0, 1), nrow=3, padding=2, pad_value=1.0)
 
 
 def evaluate(preprocess: StageResult, train_unet: StageResult, params: EvaluateParams,
@@ -54,7 +33,7 @@ def evaluate(preprocess: StageResult, train_unet: StageResult, params: EvaluateP
     np.savez(out / "per_image.npz", **{k: v.numpy() for k, v in per_image.items()})
     (out / "metrics.json").write_text(json.dumps(scores, indent=1).replace("NaN", "null"))
     n = min(params.grid_images, len(images))
-    save_image(prediction_grid(images[:n], masks[:n], pred[:n], num_classes), out / "grid.png")
+    save_prediction_grid(images[:n], masks[:n], pred[:n], out / "grid.png")
     metrics = {"mean_iou": scores["mean_iou"], "mean_dice": scores["mean_dice"],
                "pixel_accuracy": scores["pixel_accuracy"]}
     for kind in ("iou", "dice"):  # NaN marks a class absent from truth and prediction

@@ -13,10 +13,10 @@ from tqdm.auto import tqdm
 from models.losses import ce_dice_loss
 from models.metrics import segmentation_scores
 from segen.config import UNetParams, as_dict
+from segen.data.arrays import dataset_meta
 from segen.engines.training import (
     augment,
     batch_indices,
-    dataset_meta,
     load_split,
     random_crop,
     resume_from_checkpoint,
@@ -25,7 +25,8 @@ from segen.engines.training import (
 from segen.pipeline.store import StageResult
 from segen.project import Project
 from segen.serving.device import pick_device
-from segen.serving.unet import build_unet, normalise, save_unet
+from segen.serving.images import standardise
+from segen.serving.unet import build_unet, save_unet
 from segen.tracking import start_run
 
 CHECKPOINT = "checkpoint.pt"
@@ -68,8 +69,8 @@ class Trainer:
         self.epoch = state["epoch"]
 
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
-        x = normalise(images.to(self.device, non_blocking=True), self.config["mean"],
-                      self.config["std"])
+        x = standardise(images.to(self.device, non_blocking=True), self.config["mean"],
+                        self.config["std"])
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         return x

@@ -12,16 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
-
 from segen.serving import clustering
+from segen.serving.pyfunc import FolderModel
 
 
-class ClusterSegmentationModel(mlflow.pyfunc.PythonModel):
+class ClusterSegmentationModel(FolderModel):
     """K-means or DBSCAN behind a stable predict(): images in, cluster-id label maps out."""
 
-    def load_context(self, context: Any) -> None:
-        self.config, self.fitted = clustering.load(Path(context.artifacts["segmenter"]))
+    ARTIFACT = "segmenter"
+
+    def load(self, folder: Path) -> None:
+        self.config, self.fitted = clustering.load(folder)
 
     # No type hints on model_input: MLflow 3 would turn them into input validation that
     # rejects plain ndarrays.
@@ -35,11 +36,7 @@ def log_cluster_model(model_dir: Path, registered_name: str) -> Any:
     import scipy
     import sklearn
 
-    root = Path(__file__).resolve().parents[2]
-    return mlflow.pyfunc.log_model(
-        name="model", python_model=ClusterSegmentationModel(),
-        artifacts={"segmenter": str(model_dir)},
-        code_paths=[str(root / "segen"), str(root / "models")],
-        pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"numpy=={numpy.__version__}",
-                          f"scipy=={scipy.__version__}", "threadpoolctl", "mlflow"],
-        registered_model_name=registered_name)
+    return ClusterSegmentationModel.log(
+        model_dir, registered_name,
+        [f"scikit-learn=={sklearn.__version__}", f"numpy=={numpy.__version__}",
+         f"scipy=={scipy.__version__}", "threadpoolctl"])

@@ -12,7 +12,6 @@ segmenter.json (its config) and, in "global" mode, segmenter.npz (what it learnt
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterator, Union
 
@@ -25,6 +24,8 @@ from models.clustering import (
     sample_features,
 )
 from segen.pipeline.graph import CLUSTERING_KINDS
+from segen.serving.image_batch import as_image_batch
+from segen.serving.model_folder import read_config, write_config
 
 CONFIG = "segmenter.json"
 ARRAYS = "segmenter.npz"
@@ -81,7 +82,7 @@ def segmenter_for(config: dict[str, Any], fitted: Segmenter | None,
 
 def segment(config: dict[str, Any], fitted: Segmenter | None, images: Any) -> np.ndarray:
     """(N, H, W, C) uint8 -> (N, H, W) int32 cluster ids (NOISE = -1 for DBSCAN noise)."""
-    images = check_images(images, config["channels"])
+    images = as_image_batch(images, config["channels"])
     out = np.empty(images.shape[:3], dtype=np.int32)
     for i, (_, _, labels) in enumerate(segment_each(config, fitted, images)):
         out[i] = labels
@@ -100,26 +101,8 @@ def segment_each(config: dict[str, Any], fitted: Segmenter | None, images: np.nd
             yield features, segmenter, segmenter.predict(features).reshape(image.shape[:2])
 
 
-def check_images(images: Any, channels: int) -> np.ndarray:
-    """One (H, W[, C]) image, a list of them or an (N, H, W[, C]) array -> (N, H, W, C) uint8,
-    or a ValueError saying what was expected."""
-    batch = np.stack(images) if isinstance(images, (list, tuple)) else np.asarray(images)
-    if batch.ndim == 2:
-        batch = batch[None, ..., None]  # one greyscale image
-    elif batch.ndim == 3:  # one (H, W, C) image, or (N, H, W) greyscale images
-        batch = batch[None] if batch.shape[-1] in (1, 3, 4) else batch[..., None]
-    if batch.ndim != 4 or batch.shape[-1] != channels:
-        raise ValueError(f"expected images of shape (N, H, W, {channels}) (or one (H, W, "
-                         f"{channels}) image), got {batch.shape}; this segmenter was fitted "
-                         f"on {channels}-channel images: convert them to "
-                         f"{'greyscale' if channels == 1 else 'RGB'} first.")
-    if batch.dtype != np.uint8:
-        raise ValueError(f"expected uint8 pixels in [0, 255], got {batch.dtype}")
-    return batch
-
-
 def save(config: dict[str, Any], fitted: Segmenter | None, out_dir: Path) -> None:
-    (out_dir / CONFIG).write_text(json.dumps(config, indent=1, sort_keys=True))
+    write_config(out_dir / CONFIG, config)
     if fitted is None:
         return
     if isinstance(fitted, KMeansSegmenter):
@@ -132,7 +115,7 @@ def save(config: dict[str, Any], fitted: Segmenter | None, out_dir: Path) -> Non
 def load(model_dir: Path) -> tuple[dict[str, Any], Segmenter | None]:
     """(config, fitted segmenter or None in per_image mode) from a saved folder."""
     model_dir = Path(model_dir)
-    config = json.loads((model_dir / CONFIG).read_text())
+    config = read_config(model_dir / CONFIG)
     if config["mode"] != "global":
         return config, None
     segmenter = build(config)

@@ -18,22 +18,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
+
+from segen.serving.image_batch import as_image_batch
+from segen.serving.pyfunc import FolderModel, torch_requirement
 
 GENERATE_BATCH = 64  # images per forward pass: bounds memory for large n
 _KEYS = ("n", "class", "masks", "images", "domain")
 
 
-class GenerativeModel(mlflow.pyfunc.PythonModel):
+class GenerativeModel(FolderModel):
     """A trained generator behind a stable predict(): a request in, uint8 images out."""
 
-    def load_context(self, context: Any) -> None:
+    ARTIFACT = "generator"
+
+    def load(self, folder: Path) -> None:
         from segen.serving.device import pick_device
         from segen.serving.generator import load_generator
 
-        self.nets, self.config = load_generator(Path(context.artifacts["generator"]),
-                                                pick_device())
+        self.nets, self.config = load_generator(folder, pick_device())
 
     # No type hints on model_input: MLflow 3 would turn them into input validation that
     # rejects plain dicts.
@@ -198,8 +201,6 @@ def _mask_arrays(m: np.ndarray) -> list[np.ndarray]:
 
 
 def _image_request(rows: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
-    from segen.serving.unet_pyfunc import as_image_batch
-
     row = _single(rows, config["kind"])
     _reject(row, ("class", "masks"), config)
     if "images" not in row or row.get("domain") not in (0, 1):
@@ -215,16 +216,11 @@ def _image_request(rows: list[dict[str, Any]], config: dict[str, Any]) -> dict[s
 
 def log_generative_model(model_dir: Path, registered_name: str) -> Any:
     """Log the pyfunc with its generator folder and code; register a new version of it."""
-    import torch
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import ParamSchema, ParamSpec
 
-    root = Path(__file__).resolve().parents[2]
     # No input schema (requests are free-form dicts); the params schema lets MLflow pass
     # params={"seed": ...} through (it drops params a signature does not declare).
     signature = ModelSignature(params=ParamSchema([ParamSpec("seed", "long", 0)]))
-    return mlflow.pyfunc.log_model(
-        name="model", python_model=GenerativeModel(), artifacts={"generator": str(model_dir)},
-        code_paths=[str(root / "segen"), str(root / "models")], signature=signature,
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy", "mlflow"],
-        registered_model_name=registered_name)
+    return GenerativeModel.log(model_dir, registered_name, [torch_requirement(), "numpy"],
+                               signature)

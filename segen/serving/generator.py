@@ -13,13 +13,15 @@ pipeline. A trained generator is a folder holding:
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from segen.serving.images import to_uint8, to_unit_range
+from segen.serving.model_folder import load_model_folder, save_model_folder
 
 WEIGHTS = "generator.pt"
 CONFIG = "generator.json"
@@ -29,9 +31,7 @@ FORMAT = 1
 def save_generator(nets: torch.nn.Module, config: dict[str, Any], out: Path) -> None:
     """Write generator.pt (CPU tensors) and generator.json into out."""
     state = {k: v.detach().cpu() for k, v in nets.state_dict().items()}
-    torch.save(state, Path(out) / WEIGHTS)
-    (Path(out) / CONFIG).write_text(json.dumps({"format": FORMAT, **config}, indent=1,
-                                               sort_keys=True))
+    save_model_folder(out, CONFIG, {"format": FORMAT, **config}, WEIGHTS, state)
 
 
 def build_generator(config: dict[str, Any]) -> torch.nn.Module:
@@ -44,30 +44,13 @@ def load_generator(folder: Path, device: torch.device | None = None
                    ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """(nets in eval mode on device (CPU by default), config) from a generator folder."""
     folder = Path(folder)
-    if not (folder / CONFIG).is_file():
-        raise FileNotFoundError(f"{folder} holds no {CONFIG}: not a trained generator folder "
-                                "(the output of a train_<kind> stage).")
-    config = json.loads((folder / CONFIG).read_text())
+    config, state = load_model_folder(folder, CONFIG, WEIGHTS)
     if config.get("format") != FORMAT:
         raise ValueError(f"{folder / CONFIG}: format {config.get('format')!r}, this segen reads "
                          f"format {FORMAT}; retrain the model with this version.")
     nets = build_generator(config)
-    nets.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
+    nets.load_state_dict(state)
     return nets.to(device or torch.device("cpu")).eval(), config
-
-
-def unit_range(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
-    """(N, H, W, C) uint8 -> (N, C, size, size) float in [-1, 1] (antialiased resize)."""
-    x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).float()
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True).clamp(0, 255)
-    return x / 127.5 - 1.0
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(N, C, H, W) in [-1, 1] -> (N, H, W, C) uint8."""
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(
-        0, 2, 3, 1).cpu().numpy()
 
 
 @torch.inference_mode()
@@ -116,7 +99,7 @@ def _conditioning(config: dict[str, Any], n: int, labels: Any, masks: Any, image
             raise ValueError(f"expected {n} images and domain 0 or 1 "
                              f"(0: {config['domains'][0]} -> {config['domains'][1]}), "
                              f"got {len(images)} images and domain {domain!r}")
-        return {"images": unit_range(images, spec["image_size"]), "domain": domain}
+        return {"images": to_unit_range(images, spec["image_size"]), "domain": domain}
     return {}
 
 

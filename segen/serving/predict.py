@@ -10,7 +10,6 @@ blended over the image; noise left uncoloured); and predictions.json listing the
 """
 from __future__ import annotations
 
-import colorsys
 import json
 import re
 import warnings
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from segen.serving.palette import colourise
 
 NOISE = -1
 _SPEC = re.compile(r"^(?P<name>[^@/]+)(?:@(?P<alias>[^@/]+)|/(?P<version>\d+))?$")
@@ -90,22 +91,11 @@ def read_image(path: Path) -> np.ndarray:
     return array[..., None] if array.ndim == 2 else array
 
 
-def colours(labels: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 colour per label: hues spaced by the golden ratio, so any number of
-    labels stay apart and a label keeps its colour from image to image."""
-    ids = np.unique(labels[labels != NOISE])
-    table = {int(k): np.array(colorsys.hsv_to_rgb((0.61803398875 * k) % 1.0, 0.85, 1.0)) * 255
-             for k in ids}
-    out = np.zeros(labels.shape + (3,), dtype=np.float64)
-    for k, colour in table.items():
-        out[labels == k] = colour
-    return out.astype(np.uint8)
-
-
 def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Labels' colours blended over the image (as RGB); noise pixels keep the image."""
+    """Labels' colours (segen.serving.palette) blended over the image (as RGB); noise pixels
+    keep the image."""
     rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
-    blended = (1 - alpha) * rgb + alpha * colours(labels)
+    blended = (1 - alpha) * rgb + alpha * colourise(labels)
     keep = (labels == NOISE)[..., None]
     return np.where(keep, rgb, blended).round().astype(np.uint8)
 

@@ -4,7 +4,6 @@ torch only (no Prefect, no MLflow) so a registered model loads without the pipel
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from models.unet import UNet
+from segen.serving.images import standardise
+from segen.serving.model_folder import load_model_folder, save_model_folder
 
 WEIGHTS = "model.pt"
 CONFIG = "model.json"
-
-
-def normalise(images: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
-    """(B, H, W, C) uint8 -> (B, C, H, W) float, standardised per channel."""
-    x = images.permute(0, 3, 1, 2).float().div_(255.0)
-    mean_t = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
-    return (x - mean_t) / std_t
 
 
 def build_unet(config: dict[str, Any]) -> UNet:
@@ -32,14 +25,13 @@ def build_unet(config: dict[str, Any]) -> UNet:
 
 
 def save_unet(model: UNet, config: dict[str, Any], out_dir: Path) -> None:
-    torch.save(model.state_dict(), out_dir / WEIGHTS)
-    (out_dir / CONFIG).write_text(json.dumps(config, indent=1, sort_keys=True))
+    save_model_folder(out_dir, CONFIG, config, WEIGHTS, model.state_dict())
 
 
 def load_unet(model_dir: Path, device: torch.device) -> tuple[UNet, dict[str, Any]]:
-    config = json.loads((model_dir / CONFIG).read_text())
+    config, state = load_model_folder(model_dir, CONFIG, WEIGHTS)
     model = build_unet(config)
-    model.load_state_dict(torch.load(model_dir / WEIGHTS, map_location="cpu", weights_only=True))
+    model.load_state_dict(state)
     return model.to(device).eval(), config
 
 
@@ -51,7 +43,7 @@ def predict_masks(model: UNet, images: np.ndarray, config: dict[str, Any], batch
     out = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(images[start:start + batch_size]).to(device)
-        x = normalise(batch, config["mean"], config["std"])
+        x = standardise(batch, config["mean"], config["std"])
         in_size = x.shape[-2:]
         if tuple(in_size) != (size, size):  # the model was trained at size x size
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)

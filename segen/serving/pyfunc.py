@@ -1,0 +1,40 @@
+"""The base of the three registered pyfuncs (U-Net, generators, clustering segmenters): the
+trained model's folder travels as one artifact, load_context hands it to load(), and log()
+logs the pyfunc with segen's code and pinned requirements and registers a new version."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: segen/ and models/ ship with it
+
+
+class FolderModel(mlflow.pyfunc.PythonModel):
+    """A pyfunc whose trained model is the folder logged as the artifact ARTIFACT."""
+
+    ARTIFACT: str
+
+    def load_context(self, context: Any) -> None:
+        self.load(Path(context.artifacts[self.ARTIFACT]))
+
+    def load(self, folder: Path) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must say how it loads its folder")
+
+    @classmethod
+    def log(cls, model_dir: Path, registered_name: str, requirements: list[str],
+            signature: Any = None) -> Any:
+        """Log the pyfunc (model_dir as its artifact, segen/ and models/ as its code, the
+        requirements plus mlflow) and register a new version of registered_name."""
+        return mlflow.pyfunc.log_model(
+            name="model", python_model=cls(), artifacts={cls.ARTIFACT: str(model_dir)},
+            code_paths=[str(ROOT / "segen"), str(ROOT / "models")], signature=signature,
+            pip_requirements=[*requirements, "mlflow"], registered_model_name=registered_name)
+
+
+def torch_requirement() -> str:
+    """torch pinned to this version, without the local build tag (+cu130...)."""
+    import torch
+
+    return f"torch=={torch.__version__.split('+')[0]}"
