@@ -46,9 +46,10 @@ class StageSkipped(Exception):
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage: its place in the graph, its cached body, and where its code lives."""
+    """One stage: its place in the graph, its body, and where its code lives."""
     spec: StageSpec
-    fn: Callable[..., StageResult]  # the body behind the store: fn(project=..., **inputs)
+    body: Body  # body(**inputs, out=<staging dir>, key=<stage key>) -> StageOutput
+    inputs: inspect.Signature  # (project, *upstream results, *params sections)
     source: tuple[str, str]  # (module, function): the key covers its import closure
     content_key: ContentKey | None = None
     still_valid: StillValid | None = None
@@ -81,6 +82,30 @@ class Stage:
         return result
 
     @functools.cached_property
+    def fn(self) -> Callable[..., StageResult]:
+        """fn(project, *inputs) -> StageResult: the stored result when the key is a valid
+        hit, else the body run into a staging folder and published under the key."""
+        def run(*args: Any, **kwargs: Any) -> StageResult:
+            inputs = self.inputs.bind(*args, **kwargs).arguments
+            project: Project = inputs["project"]
+            key = self.key(project, inputs)
+            existing = self.load_valid(project, key)
+            if existing is not None:  # e.g. Prefect's record was cleared, the artifact is here
+                return existing
+            store = ArtifactStore(project.store)
+            store.discard(self.name, key)  # a stored result that no longer holds: make way
+            with store.staging(self.name) as staged, budget.gpu_slot(self.uses_torch):
+                output = self.body(**inputs, out=staged, key=key)
+                info = {**output.info, "params": _params_of(inputs)}
+                return store.publish(self.name, key, staged, info, output.digest)
+
+        run.__signature__ = self.inputs  # type: ignore[attr-defined]
+        run.__name__ = run.__qualname__ = self.name
+        run.__doc__ = self.spec.description
+        run.__module__ = self.source[0]
+        return run
+
+    @functools.cached_property
     def uses_torch(self) -> bool:
         return uses_torch(stage_sources(*self.source)[1])
 
@@ -92,52 +117,16 @@ class Stage:
         return prefect_task(self)
 
 
-def _cached_body(spec: StageSpec, body: Body, public: inspect.Signature,
-                 get_stage: Callable[[], Stage]) -> Callable[..., StageResult]:
-    """fn(project, *inputs) -> StageResult: the stored result when the key is a valid hit,
-    else the body run into a staging folder and published under the key."""
-    def run(*args: Any, **kwargs: Any) -> StageResult:
-        inputs = public.bind(*args, **kwargs).arguments
-        project: Project = inputs["project"]
-        this = get_stage()
-        key = this.key(project, inputs)
-        existing = this.load_valid(project, key)
-        if existing is not None:  # e.g. Prefect's record was cleared but the artifact is here
-            return existing
-        store = ArtifactStore(project.store)
-        store.discard(spec.name, key)  # a stored result that no longer holds: make way
-        with store.staging(spec.name) as staged, budget.gpu_slot(this.uses_torch):
-            output = body(**inputs, out=staged, key=key)
-            info = {**output.info, "params": _params_of(inputs)}
-            return store.publish(spec.name, key, staged, info, output.digest)
-
-    run.__signature__ = public  # type: ignore[attr-defined]
-    run.__name__ = run.__qualname__ = spec.name
-    run.__doc__ = spec.description
-    run.__module__ = body.__module__
-    return run
-
-
-def _make_stage(name: str, body: Body, public: inspect.Signature, source: tuple[str, str],
-                content_key: ContentKey | None, still_valid: StillValid | None) -> Stage:
-    spec = stage(name)
-    holder: list[Stage] = []
-    fn = _cached_body(spec, body, public, lambda: holder[0])
-    made = Stage(spec, fn, source, content_key, still_valid)
-    holder.append(made)
-    return made
-
-
 def stage_task(name: str, *, content_key: ContentKey | None = None,
                still_valid: StillValid | None = None) -> Callable[[Body], Stage]:
     """Turn `body(project, *inputs, out, key)` into the Stage `name`."""
     def decorate(body: Body) -> Stage:
         signature = inspect.signature(body)
-        public = signature.replace(
+        inputs = signature.replace(
             parameters=[p for p in signature.parameters.values() if p.name not in ("out", "key")],
             return_annotation=StageResult)
-        return _make_stage(name, body, public, (body.__module__, body.__name__),
-                           content_key, still_valid)
+        return Stage(stage(name), body, inputs, (body.__module__, body.__name__),
+                     content_key, still_valid)
 
     return decorate
 
@@ -147,11 +136,9 @@ def family_stage_task(name: str, body: Callable[..., StageOutput], *,
                       still_valid: StillValid | None = None) -> Stage:
     """A Stage from a body shared by several stages: body(name, **inputs, out, key), its
     inputs named by the StageSpec of `name` (e.g. train_gan and train_vae share one)."""
-    def run(**inputs: Any) -> StageOutput:
-        return body(name, **inputs)
-
-    return _make_stage(name, run, _spec_signature(stage(name)),
-                       (body.__module__, body.__name__), content_key, still_valid)
+    spec = stage(name)
+    return Stage(spec, functools.partial(body, name), _spec_signature(spec),
+                 (body.__module__, body.__name__), content_key, still_valid)
 
 
 def _spec_signature(spec: StageSpec) -> inspect.Signature:
