@@ -151,7 +151,8 @@ def pipeline_run(quick: bool, dataset: str) -> dict[str, Any]:
     for s in summary["stages"]:
         if s["status"] in ("failed", "skipped"):
             print(f"  {s['name']}: {s['status']} ({s.get('reason', '')[:300]})", flush=True)
-    stages = {p.stem: json.loads(p.read_text()) for p in (root / ".segen/stages").glob("*.json")}
+    stages = {p.stem: {**json.loads(p.read_text()), "path": str(_stored(root, p))}
+              for p in (root / ".segen/stages").glob("*.json")}
     return {"seconds": seconds, "summary": summary, "stages": stages, "root": root}
 
 
@@ -190,7 +191,8 @@ def synthetic_chain(quick: bool, unet_epochs: int | None, settings: list[str]
     init_project(root, overrides)
     start = time.perf_counter()
     summary, _ = run_child(["--child-chain", str(root)])
-    stages = {p.stem: json.loads(p.read_text()) for p in (root / ".segen/stages").glob("*.json")}
+    stages = {p.stem: {**json.loads(p.read_text()), "path": str(_stored(root, p))}
+              for p in (root / ".segen/stages").glob("*.json")}
     return {"seconds": time.perf_counter() - start, "summary": summary, "stages": stages,
             "root": root, "overrides": overrides}
 
@@ -212,6 +214,12 @@ def quality(run: dict[str, Any]) -> dict[str, Any]:
                       "protocol": result["info"].get("protocol")}
         references = {k: v for k, v in metrics.items() if k.startswith("ref_")}
     return {"models": rows, "references": references}
+
+
+def _stored(root: Path, pointer: Path) -> Path:
+    """A stage result's folder: <store>/<stage>/<key> (pointers name no path)."""
+    record = json.loads(pointer.read_text())
+    return root / ".segen" / "store" / record["stage"] / record["key"]
 
 
 def synthetic_effect(run: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,8 @@ import pytest
 from conftest import init_project, kill_mid_training, segen_cli, statuses, write_params
 
 from segen.pipeline.graph import GENERATIVE_KINDS, STAGES
+from segen.pipeline.store import read_pointer
+from segen.project import Project
 
 slow = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -87,8 +89,7 @@ def test_every_generative_stage_runs_then_caches(cold, run_pipeline) -> None:
         assert protocol["extractor_sha256"] == sha and protocol["real_split"] == "test"
         assert metrics["fid"] >= 0 and 0 <= metrics["precision"] <= 1
         assert metrics["ref_ceiling_fid"] == rows["ref: ceiling"]["fid"]
-        assert Path(info_path := root / ".segen/stages" / f"train_{kind}.json").is_file()
-        trained = Path(json.loads(info_path.read_text())["path"])
+        trained = Path(read_pointer(Project.at(root), f"train_{kind}").path)
         assert {"generator.pt", "generator.json", "samples.png"} <= {
             p.name for p in trained.iterdir()}
     assert 0 <= rows["cgan"]["accuracy"] <= 1 and "accuracy_class_1" in rows["cvae"]

@@ -8,9 +8,7 @@ A NaN/inf or huge epoch loss, or a collapsed generator, raises GenerativeDiverge
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +30,17 @@ from segen.engines.gen_data import (
     grid_conditioning,
     load_batch,
 )
+from segen.engines.loop import discard_checkpoint, run_epochs
 from segen.engines.training import (
     batch_indices,
-    resume_from_checkpoint,
-    save_checkpoint,
 )
 from segen.pipeline.store import StageResult
 from segen.project import Project
 from segen.serving.device import pick_device
 from segen.serving.generator import save_generator
 from segen.serving.grid import save_grid, tile_grid
-from segen.tracking import start_run
 
 log = logging.getLogger("segen.train_generative")
-CHECKPOINT = "checkpoint.pt"
 GRID = "samples.png"
 PER_ROW = 8  # samples per grid row
 _NO_AUTOCAST = ("wgan_gp",)  # torch.autograd.grad(create_graph=True) of the penalty
@@ -58,8 +53,10 @@ class GenerativeDivergenceError(RuntimeError):
 class GenTrainer:
     """Nets, optimisers and RNGs of one run, restorable from a checkpoint."""
 
-    def __init__(self, kind: str, config: dict[str, Any], params: GeneratorParams, seed: int):
+    def __init__(self, kind: str, config: dict[str, Any], params: GeneratorParams, seed: int,
+                 data: dict[str, torch.Tensor], batch_size: int):
         self.kind, self.config, self.params = kind, config, params
+        self.data, self.batch_size = data, batch_size  # the train split's tensors
         self.device = pick_device()
         torch.manual_seed(seed)  # the init
         self.nets = create(kind, GenSpec(**config["spec"])).to(self.device)
@@ -84,11 +81,12 @@ class GenTrainer:
         self.noise.set_state(state["noise"])
         self.epoch = state["epoch"]
 
-    def train_epoch(self, data: dict[str, torch.Tensor], batch_size: int) -> dict[str, float]:
+    def train_epoch(self, bar: Any) -> dict[str, float]:
         """One pass; the epoch's mean of each loss (one host sync, at the end)."""
+        data = self.data
         self.nets.train()
         totals, names, count = None, [], 0
-        for idx in batch_indices(len(data["image"]), batch_size, self.shuffle):
+        for idx in batch_indices(len(data["image"]), self.batch_size, self.shuffle):
             if len(idx) < 2:
                 continue  # batch norm cannot normalise a batch of one
             batch = {k: v[idx].to(self.device, non_blocking=True) for k, v in data.items()}
@@ -99,6 +97,7 @@ class GenTrainer:
             stacked = torch.stack([v.float() for v in losses.values()]) * len(idx)
             totals = stacked if totals is None else totals + stacked  # NaN/inf carry through
             count += len(idx)
+            bar.update(len(idx))
         self.epoch += 1
         return dict(zip(names, (totals / count).tolist()))
 
@@ -135,8 +134,6 @@ def check_divergence(kind: str, epoch: int, epochs: int, losses: dict[str, float
 def fit(project: Project, kind: str, preprocess: StageResult, generative: GenerativeParams,
         params: GeneratorParams, out: Path, key: str) -> dict[str, Any]:
     """Train, or resume from this key's checkpoint; writes the generator folder into out."""
-    import mlflow
-
     conditioning = CONDITIONING[kind]
     domains = domain_values(preprocess, generative) if conditioning == "image" else None
     data = load_batch(preprocess, generative, "train", domains)
@@ -144,38 +141,33 @@ def fit(project: Project, kind: str, preprocess: StageResult, generative: Genera
     data = {k: data[k] for k in ("image", *_batch_keys(conditioning))}
     cond = grid_conditioning(conditioning, data, generative.sample_grid,
                              sorted(set(data["label"].tolist())) if "label" in data else [])
-    trainer = GenTrainer(kind, config, params, generative.seed)
+    trainer = GenTrainer(kind, config, params, generative.seed, data, generative.batch_size)
     stage = f"train_{kind}"
-    checkpoint = project.work / stage / key / CHECKPOINT
-    state = resume_from_checkpoint(trainer, checkpoint, params.epochs)
-    resumed_from, seconds, losses = trainer.epoch, 0.0, {}
     tags = {"segen.stage": stage, "segen.stage_key": key,
             "segen.data_version": config["data_version"]}
-    with start_run(project, stage, run_id=state and state["run_id"], tags=tags) as run, \
-            tempfile.TemporaryDirectory() as tmp:
-        if state is None:
-            mlflow.log_params({f"{kind}.{k}": v for k, v in as_dict(params).items()})
-            mlflow.log_params({f"generative.{k}": v for k, v in as_dict(generative).items()})
-            mlflow.log_param("device", trainer.device.type)
-        while trainer.epoch < params.epochs:
-            start = time.perf_counter()
-            losses = trainer.train_epoch(data, generative.batch_size)
-            seconds += time.perf_counter() - start
+    logged = {**{f"{kind}.{k}": v for k, v in as_dict(params).items()},
+              **{f"generative.{k}": v for k, v in as_dict(generative).items()}}
+    with tempfile.TemporaryDirectory() as tmp:
+        def end_of_epoch(trainer: GenTrainer, losses: dict[str, float], run: Any
+                         ) -> dict[str, float]:
+            """Stop on divergence or collapse; the epoch's sample grid to MLflow."""
             grid = trainer.samples(generative.sample_grid, cond)
             check_divergence(kind, trainer.epoch, params.epochs, losses, grid, generative)
-            mlflow.log_metrics(losses, step=trainer.epoch)
             _log_grid(grid, Path(tmp) / f"epoch_{trainer.epoch:03d}.png")
-            save_checkpoint(checkpoint, trainer.state(run.info.run_id))
-            log.info("%s epoch %d/%d %s", stage, trainer.epoch, params.epochs,
-                     " ".join(f"{k}={v:.4g}" for k, v in losses.items()))
-        run_id = run.info.run_id
+            return {}
+
+        done = run_epochs(project, stage, key, trainer, params.epochs,
+                          images_per_epoch=len(data["image"]), params=logged, tags=tags,
+                          end_of_epoch=end_of_epoch)
     save_generator(trainer.nets, config, out)
     _save_samples(trainer.samples(generative.sample_grid, cond), out / GRID)
-    shutil.rmtree(checkpoint.parent, ignore_errors=True)
-    run_epochs = params.epochs - resumed_from
-    return {"kind": kind, "mlflow_run_id": run_id, "device": trainer.device.type,
-            "epochs": params.epochs, "resumed_from_epoch": resumed_from, "final": losses,
-            "train_images_per_second": run_epochs * len(data["image"]) / max(seconds, 1e-9)}
+    discard_checkpoint(project, stage, key)
+    epochs_run = params.epochs - done.resumed_from
+    return {"kind": kind, "mlflow_run_id": done.run_id, "device": trainer.device.type,
+            "epochs": params.epochs, "resumed_from_epoch": done.resumed_from,
+            "final": done.metrics,
+            "train_images_per_second": epochs_run * len(data["image"]) / max(done.train_seconds,
+                                                                              1e-9)}
 
 
 def _batch_keys(conditioning: str | None) -> tuple[str, ...]:

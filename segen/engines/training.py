@@ -1,19 +1,14 @@
-"""Helpers shared by the training and evaluation stages: preprocessed splits, batching,
-augmentation and atomic checkpoints."""
+"""Helpers shared by the training and evaluation stages: preprocessed splits as tensors,
+batching and augmentation (the epoch loop and its checkpoints: segen.engines.loop)."""
 from __future__ import annotations
 
-import logging
-import os
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from segen.data.arrays import load_arrays
 from segen.pipeline.store import StageResult
-
-log = logging.getLogger("segen.training")
 
 
 def load_split(prepared: StageResult, split: str | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,22 +49,3 @@ def random_crop(x: torch.Tensor, y: torch.Tensor, size: int, generator: torch.Ge
     top = int(torch.randint(0, h - size + 1, (1,), generator=generator))
     left = int(torch.randint(0, w - size + 1, (1,), generator=generator))
     return x[..., top:top + size, left:left + size], y[..., top:top + size, left:left + size]
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temporary file then rename: a kill never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def resume_from_checkpoint(trainer: Any, path: Path, epochs: int) -> dict[str, Any] | None:
-    """Restore trainer (anything with .restore(state) and .epoch) from the checkpoint a killed
-    run left at path; returns that state (its run_id: the MLflow run to go on with) or None."""
-    if not path.is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    trainer.restore(state)
-    log.info("resuming from epoch %d/%d (%s)", trainer.epoch, epochs, path)
-    return state

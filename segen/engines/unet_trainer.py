@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import math
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +12,18 @@ from models.losses import ce_dice_loss
 from models.metrics import segmentation_scores
 from segen.config import UNetParams, as_dict
 from segen.data.arrays import dataset_meta
+from segen.engines.loop import discard_checkpoint, run_epochs
 from segen.engines.training import (
     augment,
     batch_indices,
     load_split,
     random_crop,
-    resume_from_checkpoint,
-    save_checkpoint,
 )
 from segen.pipeline.store import StageResult
 from segen.project import Project
 from segen.serving.device import pick_device
 from segen.serving.images import standardise
 from segen.serving.unet import build_unet, save_unet
-from segen.tracking import start_run
-
-CHECKPOINT = "checkpoint.pt"
 
 
 def unet_config(meta: dict[str, Any], params: UNetParams) -> dict[str, Any]:
@@ -42,8 +36,11 @@ def unet_config(meta: dict[str, Any], params: UNetParams) -> dict[str, Any]:
 class Trainer:
     """One training run: model, optimiser, schedule and RNG, restorable from a checkpoint."""
 
-    def __init__(self, config: dict[str, Any], params: UNetParams, steps: int):
+    def __init__(self, config: dict[str, Any], params: UNetParams, steps: int,
+                 train_split: tuple[torch.Tensor, torch.Tensor],
+                 val_split: tuple[torch.Tensor, torch.Tensor]):
         self.params, self.config = params, config
+        self.train_split, self.val_split = train_split, val_split  # uint8 images, masks
         self.device = pick_device()
         torch.manual_seed(params.seed)
         self.generator = torch.Generator().manual_seed(params.seed)
@@ -84,7 +81,9 @@ class Trainer:
                             dice_weight=self.params.dice_weight)
         return loss, logits
 
-    def train_epoch(self, images: torch.Tensor, masks: torch.Tensor, bar: tqdm) -> float:
+    def train_epoch(self, bar: tqdm) -> dict[str, float]:
+        """One pass over the train split; its mean loss (one host sync, at the end)."""
+        images, masks = self.train_split
         self.model.train()
         total, count = torch.zeros((), device=self.device), 0
         for idx in batch_indices(len(images), self.params.batch_size, self.generator):
@@ -102,12 +101,11 @@ class Trainer:
             count += len(idx)
             bar.update(len(idx))
         self.epoch += 1
-        mean_loss = float(total) / count
-        bar.set_postfix(epoch=self.epoch, loss=f"{mean_loss:.4f}")  # once an epoch: cheap
-        return mean_loss
+        return {"train_loss": float(total) / count}
 
     @torch.no_grad()
-    def validate(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
+    def validate(self) -> dict[str, float]:
+        images, masks = self.val_split
         self.model.eval()
         losses, preds = [], []
         for idx in batch_indices(len(images), self.params.batch_size * 2, None):
@@ -129,44 +127,28 @@ def fit(project: Project, preprocess: StageResult, unet: UNetParams, out: Path,
     extra_train: (N, H, W, C) uint8 images and (N, H, W) int64 masks added to the train
     split (train_unet_synthetic); normalisation stays that of the real train split.
     """
-    import mlflow
-
     meta = dataset_meta(preprocess)
     train_x, train_y = load_split(preprocess, "train")
     if extra_train is not None:
         train_x = torch.cat([train_x, extra_train[0]])
         train_y = torch.cat([train_y, extra_train[1]])
-    val_x, val_y = load_split(preprocess, "val")
     _check_crop(unet, meta)
     steps = unet.epochs * math.ceil(len(train_x) / unet.batch_size)
-    trainer = Trainer(unet_config(meta, unet), unet, steps)
-    checkpoint = project.work / stage / key / CHECKPOINT
-    state = resume_from_checkpoint(trainer, checkpoint, unet.epochs)
-    resumed_from = trainer.epoch
+    trainer = Trainer(unet_config(meta, unet), unet, steps, (train_x, train_y),
+                      load_split(preprocess, "val"))
     tags = {"segen.stage": stage, "segen.stage_key": key,
             "segen.data_version": meta["data_version"], **(tags or {})}
-    train_seconds, metrics = 0.0, {}
-    with start_run(project, stage, run_id=state and state["run_id"], tags=tags) as run:
-        if state is None:
-            mlflow.log_params({f"unet.{k}": v for k, v in as_dict(unet).items()})
-            mlflow.log_param("device", trainer.device.type)
-        with tqdm(total=(unet.epochs - resumed_from) * len(train_x), unit="img",
-                  desc=stage, mininterval=1.0) as bar:
-            while trainer.epoch < unet.epochs:
-                start = time.perf_counter()
-                train_loss = trainer.train_epoch(train_x, train_y, bar)
-                train_seconds += time.perf_counter() - start
-                metrics = {"train_loss": train_loss, **trainer.validate(val_x, val_y)}
-                mlflow.log_metrics(metrics, step=trainer.epoch)
-                save_checkpoint(checkpoint, trainer.state(run.info.run_id))
-        run_id = run.info.run_id
+    done = run_epochs(project, stage, key, trainer, unet.epochs,
+                      images_per_epoch=len(train_x), tags=tags,
+                      params={f"unet.{k}": v for k, v in as_dict(unet).items()},
+                      end_of_epoch=lambda trainer, losses, run: trainer.validate())
     save_unet(trainer.model.cpu(), trainer.config, out)
-    shutil.rmtree(checkpoint.parent, ignore_errors=True)
-    epochs_run = unet.epochs - resumed_from
+    discard_checkpoint(project, stage, key)
+    epochs_run = unet.epochs - done.resumed_from
     return {
-        "mlflow_run_id": run_id, "device": trainer.device.type, "epochs": unet.epochs,
-        "resumed_from_epoch": resumed_from, "final": metrics,
-        "train_images_per_second": epochs_run * len(train_x) / max(train_seconds, 1e-9)}
+        "mlflow_run_id": done.run_id, "device": trainer.device.type, "epochs": unet.epochs,
+        "resumed_from_epoch": done.resumed_from, "final": done.metrics,
+        "train_images_per_second": epochs_run * len(train_x) / max(done.train_seconds, 1e-9)}
 
 
 def _check_crop(params: UNetParams, meta: dict[str, Any]) -> None:

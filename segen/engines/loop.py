@@ -1,0 +1,152 @@
+"""The one resumable epoch loop every trainer runs: resume from the key's checkpoint, one
+MLflow run (continued on resume), per-epoch metrics, a progress bar, a checkpoint after
+every epoch, and the trainer's own end-of-epoch checks (validation, divergence).
+
+What is not compute stays off the training path: a background thread logs each epoch's
+metrics to MLflow and then writes its checkpoint, from a copy of the state taken at the
+epoch's end (one epoch in flight). A checkpoint therefore exists only once its epoch's
+metrics are logged, and it appears by an atomic rename: a kill never leaves half of one.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from segen.project import Project
+from segen.tracking import client, start_run
+
+log = logging.getLogger("segen.training")
+CHECKPOINT = "checkpoint.pt"
+
+
+class Resumable(Protocol):
+    """A trainer the loop can drive: its epoch count, state and restore, one epoch."""
+    epoch: int
+    device: torch.device
+
+    def state(self, run_id: str) -> dict[str, Any]: ...
+
+    def restore(self, state: dict[str, Any]) -> None: ...
+
+    def train_epoch(self, bar: tqdm) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    run_id: str
+    resumed_from: int  # the epoch the checkpoint held (0: a fresh run)
+    train_seconds: float  # in train_epoch only
+    metrics: dict[str, float]  # the last epoch's
+
+
+def checkpoint_path(project: Project, stage: str, key: str) -> Path:
+    return project.work / stage / key / CHECKPOINT
+
+
+def run_epochs(project: Project, stage: str, key: str, trainer: Resumable, epochs: int, *,
+               images_per_epoch: int, params: dict[str, Any], tags: dict[str, str],
+               end_of_epoch: Callable[[Resumable, dict[str, float], Any], dict[str, float]]
+               ) -> LoopResult:
+    """Train up to `epochs`, resuming where a killed run of this stage and key stopped.
+
+    params: logged once (a fresh run); end_of_epoch(trainer, losses, run) -> more metrics
+    (validation), or raises to stop the stage (divergence)."""
+    import mlflow
+
+    path = checkpoint_path(project, stage, key)
+    state = _resume(trainer, path, epochs)
+    resumed_from, seconds, metrics = trainer.epoch, 0.0, {}
+    with start_run(project, stage, run_id=state and state["run_id"], tags=tags) as run, \
+            tqdm(total=(epochs - resumed_from) * images_per_epoch, unit="img", desc=stage,
+                 mininterval=1.0) as bar, _CheckpointWriter(path) as checkpoints:
+        if state is None:
+            mlflow.log_params({**params, "device": trainer.device.type})
+        while trainer.epoch < epochs:
+            start = time.perf_counter()
+            losses = trainer.train_epoch(bar)
+            seconds += time.perf_counter() - start
+            metrics = {**losses, **end_of_epoch(trainer, losses, run)}
+            checkpoints.write(run.info.run_id, trainer.epoch, metrics,
+                              trainer.state(run.info.run_id))
+            bar.set_postfix(epoch=trainer.epoch, **{k: f"{v:.4g}" for k, v in losses.items()})
+        run_id = run.info.run_id
+    return LoopResult(run_id, resumed_from, seconds, metrics)
+
+
+def discard_checkpoint(project: Project, stage: str, key: str) -> None:
+    """Once the stage's outputs are written, its resumable work is no longer needed."""
+    shutil.rmtree(checkpoint_path(project, stage, key).parent, ignore_errors=True)
+
+
+def _resume(trainer: Resumable, path: Path, epochs: int) -> dict[str, Any] | None:
+    """Restore the trainer from the checkpoint a killed run left (its run_id: the MLflow run
+    to go on with), or None for a fresh run."""
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    trainer.restore(state)
+    log.info("resuming from epoch %d/%d (%s)", trainer.epoch, epochs, path)
+    return state
+
+
+class _CheckpointWriter:
+    """Logs an epoch's metrics, then writes its checkpoint, on a background thread."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
+        self.pending: concurrent.futures.Future | None = None
+
+    def write(self, run_id: str, epoch: int, metrics: dict[str, float],
+              state: dict[str, Any]) -> None:
+        snapshot = _cpu_copy(state)  # the live tensors change in the next epoch
+        self._wait()
+        self.pending = self.pool.submit(self._log_and_save, run_id, epoch, metrics, snapshot)
+
+    def _log_and_save(self, run_id: str, epoch: int, metrics: dict[str, float],
+                      state: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)  # the run's active-run context is the training thread's
+        client().log_batch(run_id, metrics=[Metric(k, v, now, epoch) for k, v in metrics.items()])
+        save_checkpoint(self.path, state)
+
+    def _wait(self) -> None:
+        if self.pending is not None:
+            self.pending.result()  # re-raises a failed write (e.g. a full disk)
+
+    def __enter__(self) -> "_CheckpointWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self._wait()
+        finally:
+            self.pool.shutdown()
+
+
+def _cpu_copy(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _cpu_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cpu_copy(v) for v in value)
+    return value
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """torch.save to a temporary file then rename: a kill never leaves half a checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
