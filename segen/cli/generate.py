@@ -119,22 +119,18 @@ def write_images(images: Any, out: Path, about: dict[str, Any]) -> dict[str, Any
     import math
 
     import numpy as np
-    import torch
     from PIL import Image
-    from torchvision.utils import make_grid
 
     from segen.pipeline.store import write_atomic
+    from segen.serving.grid import save_grid
+    from segen.serving.images import to_zero_one
 
     images = np.asarray(images)
     out.mkdir(parents=True, exist_ok=True)
     names = [f"sample-{i:04d}.png" for i in range(len(images))]
     for name, image in zip(names, images):
         _save_png(Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image), out / name)
-    tiles = torch.from_numpy(images).permute(0, 3, 1, 2)  # (N, C, H, W) uint8
-    grid = make_grid(tiles, nrow=math.ceil(math.sqrt(len(images))), padding=2, pad_value=255)
-    grid_image = grid.permute(1, 2, 0).numpy()
-    _save_png(Image.fromarray(grid_image[..., 0] if grid_image.shape[-1] == 1 else grid_image),
-              out / "grid.png")
+    save_grid(to_zero_one(images), out / "grid.png", per_row=math.ceil(math.sqrt(len(images))))
     report = {**about, "shape": list(images.shape), "images": [str(out / n) for n in names],
               "grid": str(out / "grid.png"), "manifest": str(out / "generated.json")}
     write_atomic(out / "generated.json", json.dumps(report, indent=1))

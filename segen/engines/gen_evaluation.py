@@ -12,17 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.utils import save_image
 
 from models.gen_metrics import class_accuracy
 from segen.config import GenerativeEvaluateParams, GenerativeParams
 from segen.engines.feature_extractor import to_unit_range
 from segen.engines.gen_data import load_batch
 from segen.engines.gen_references import load_extractor, protocol_record, scores
-from segen.engines.gen_trainer import grid_image
+from segen.engines.gen_trainer import PER_ROW
 from segen.pipeline.store import StageResult
 from segen.serving.device import pick_device
 from segen.serving.generator import generate_images, load_generator
+from segen.serving.grid import save_grid
+from segen.serving.images import to_uint8
 
 GRID = "grid.png"
 
@@ -49,7 +50,7 @@ def evaluate(kind: str, preprocess: StageResult, trained: StageResult,
     refs = extractor_result.info["references"]
     metrics.update({f"ref_{which}_{k}": v for which in ("ceiling", "floor")
                     for k, v in refs[which].items()})
-    save_image(grid_image(fake[:generative.sample_grid]), out / GRID)
+    save_grid((fake[:generative.sample_grid] + 1) / 2, out / GRID, PER_ROW)
     record = protocol_record(extractor_result.info["extractor"]["sha256"], len(real), n,
                              protocol)
     if config["conditioning"] == "image":
@@ -77,8 +78,7 @@ def real_images_and_request(config: dict[str, Any], test: dict[str, torch.Tensor
     if needs == "mask":
         return test["image"], {"masks": test["mask"][cycle]}
     if needs == "image":
-        images = ((test["image"] + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
-        return test["image"], {"images": images.numpy(), "domain": test["domain"]}
+        return test["image"], {"images": to_uint8(test["image"]), "domain": test["domain"]}
     return test["image"], {}
 
 

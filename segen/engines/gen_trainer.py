@@ -38,7 +38,7 @@ from segen.pipeline.store import StageResult
 from segen.project import Project
 from segen.serving.device import pick_device
 from segen.serving.generator import save_generator
-from segen.serving.grid import save_grid, tile_grid
+from segen.serving.grid import save_grid
 
 log = logging.getLogger("segen.train_generative")
 GRID = "samples.png"
@@ -172,11 +172,6 @@ def fit(project: Project, kind: str, preprocess: StageResult, generative: Genera
 
 def _batch_keys(conditioning: str | None) -> tuple[str, ...]:
     return {None: (), "label": ("label",), "mask": ("mask",), "image": ("domain",)}[conditioning]
-
-
-def grid_image(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, S, S) in [-1, 1] -> one (3, H, W) grid in [0, 1], PER_ROW to a row."""
-    return tile_grid((x + 1) / 2, PER_ROW)
 
 
 def _save_samples(x: torch.Tensor, path: Path) -> None:

@@ -11,13 +11,14 @@ Families, by registered model name:
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from segen.config import GateParams, Params
+from segen.data.arrays import dataset_meta, load_arrays
+from segen.pipeline.store import ArtifactStore
 from segen.project import Project
 from segen.registry.promotion.bootstrap import clears_margin, paired_bootstrap
 
@@ -78,19 +79,17 @@ def load_test_data(project: Project, version_tags: dict[str, str], where: str) -
         raise ValueError(f"{where} has no lineage tags ({PREPROCESS_TAG}, {DATA_VERSION_TAG}): "
                          "it was not registered by segen, so there is no test split to gate "
                          "it on. Use --force --reason to promote it anyway.")
-    root = project.store / "preprocess" / key
-    if not (root / "split.json").is_file():
+    prepared = ArtifactStore(project.store).load("preprocess", key)
+    if prepared is None:
         raise FileNotFoundError(
             f"{where} was trained on data version {data_version}, whose preprocessed test "
-            f"split ({root}) is no longer in the store. To recreate it, rerun `segen run` "
-            f"on that data version (check out its data.dvc and `dvc checkout`), then promote "
-            "again.")
-    index = json.loads((root / "split.json").read_text())["test"]
-    images = np.ascontiguousarray(np.load(root / "images.npy", mmap_mode="r")[index])
-    masks = None
-    if (root / "masks.npy").is_file():
-        masks = np.ascontiguousarray(np.load(root / "masks.npy", mmap_mode="r")[index])
-    classes = json.loads((root / "dataset.json").read_text())["classes"]
+            f"split ({project.store / 'preprocess' / key}) is no longer in the store. To "
+            "recreate it, rerun `segen run` on that data version (check out its data.dvc "
+            "and `dvc checkout`), then promote again.")
+    meta = dataset_meta(prepared)
+    images, masks = load_arrays(prepared, "test")
+    masks = masks if meta["has_masks"] else None  # class folders: all-0 masks
+    classes = meta["classes"]
     return TestData(data_version, key, images, masks, classes)
 
 

@@ -108,12 +108,12 @@ def _real_and_fake(name: str, version: int, preprocess: Any, params: Params) -> 
     (N, C, S, S) in [-1, 1]."""
     import torch
 
-    from segen.engines.feature_extractor import to_unit_range
     from segen.engines.gen_data import load_batch
     from segen.engines.gen_evaluation import (
         generate_for_scoring,
         real_images_and_request,
     )
+    from segen.serving.images import to_unit_range
     from segen.serving.predict import load_model
 
     model, _ = load_model(f"{name}/{version}")
