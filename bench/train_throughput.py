@@ -1,7 +1,7 @@
 """Training throughput of the pipeline's train_unet stage against a bare PyTorch loop.
 
 What it measures
-  (i)  stage: the real train_unet stage body, `tasks.train_unet.train_unet.fn(project=...,
+  (i)  stage: the real train_unet stage body, `tasks.unet.train_unet.fn(project=...,
        preprocess=<StageResult>, unet=<UNetParams>)`, i.e. the task's function without the
        Prefect engine, so no Prefect server and no cache lookup by Prefect. It still does
        everything the stage does: load the splits, train with tqdm, validate every epoch,
@@ -19,7 +19,7 @@ What it measures
   the table shows the median of each and the ratio stage / bare (1.0 = no overhead).
 
 How the stage runs more than once without a cache hit
-  `.fn` is the caching wrapper (`run` in tasks/caching.py): it computes the stage key and
+  `.fn` is the caching wrapper (Stage.fn in segen/pipeline/stage.py): it computes the stage key and
   returns the stored result when .segen/store/train_unet/<key> exists, and the trainer
   resumes from .segen/work/train_unet/<key>/checkpoint.pt when that exists. Before every
   stage repetition this script deletes both folders, so each call trains from scratch with

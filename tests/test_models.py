@@ -120,3 +120,13 @@ def test_state_dict_round_trip_gives_identical_eval_outputs(tmp_path: Path) -> N
     loaded.eval()
     with torch.no_grad():
         assert torch.equal(loaded(x), expected)
+
+
+def test_segmenters_are_created_by_name() -> None:
+    from models.segmentation import SEGMENTERS, create
+
+    net = create("unet", in_channels=3, num_classes=4, depth=2, base_width=4)
+    assert isinstance(net, SEGMENTERS["unet"])
+    assert net(torch.zeros(1, 3, 16, 16)).shape == (1, 4, 16, 16)
+    with pytest.raises(ValueError, match="unknown segmentation model 'unet3d'; known: unet"):
+        create("unet3d")

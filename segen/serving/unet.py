@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.segmentation import create
 from models.unet import UNet
 from segen.serving.images import standardise
 from segen.serving.model_folder import load_model_folder, save_model_folder
@@ -20,8 +21,9 @@ CONFIG = "model.json"
 
 
 def build_unet(config: dict[str, Any]) -> UNet:
-    return UNet(in_channels=config["in_channels"], num_classes=len(config["classes"]),
-                depth=config["depth"], base_width=config["base_width"])
+    return create("unet", in_channels=config["in_channels"],
+                  num_classes=len(config["classes"]), depth=config["depth"],
+                  base_width=config["base_width"])
 
 
 def save_unet(model: UNet, config: dict[str, Any], out_dir: Path) -> None:
