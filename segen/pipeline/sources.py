@@ -58,14 +58,18 @@ def _file_digest(path: Path, stamp: tuple[int, int]) -> str:
     return _normalised([_parse(path, stamp)])
 
 
-def file_digest(path: Path) -> str:
+def _stamp(path: Path) -> tuple[int, int]:
+    """(mtime, size): what the caches below are keyed on, so an edited file is read again."""
     stat = path.stat()
-    return _file_digest(path, (stat.st_mtime_ns, stat.st_size))
+    return stat.st_mtime_ns, stat.st_size
+
+
+def file_digest(path: Path) -> str:
+    return _file_digest(path, _stamp(path))
 
 
 def parse(path: Path) -> ast.Module:
-    stat = path.stat()  # the stamp: an edited file is parsed again
-    return _parse(path, (stat.st_mtime_ns, stat.st_size))
+    return _parse(path, _stamp(path))
 
 
 def _imported(node: ast.Import | ast.ImportFrom, package: str) -> list[str]:
@@ -114,8 +118,7 @@ def module_closure(names: Iterable[str]) -> set[Path]:
         if path is None or path in seen:
             continue
         seen.add(path)
-        stat = path.stat()
-        todo.extend(_file_imports(path, (stat.st_mtime_ns, stat.st_size)))
+        todo.extend(_file_imports(path, _stamp(path)))
     return seen
 
 
@@ -149,7 +152,7 @@ def _used_names(node: ast.AST) -> set[str]:
 def stage_statements(module: ast.Module, function: str) -> list[ast.stmt]:
     """The top-level statements of a stage module that the stage function depends on, or
     that depend on it (its task table), in file order."""
-    body = [n for n in module.body if not _is_docstring(n)]
+    body = module.body  # docstrings already dropped (_parse)
     chosen = {i for i, n in enumerate(body) if function in _bound_names(n)}
     if not chosen:
         raise LookupError(f"no top-level function {function!r} in its stage module")
@@ -189,9 +192,8 @@ def _stage_sources(module: str, function: str, stamps: tuple) -> tuple[str, tupl
 
 
 def _stamps() -> tuple:
-    """Every .py file's (path, mtime, size) in the code folders: a cheap change detector."""
-    return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size)
-                 for folder in ("segen", "tasks", "models", "flows")
+    """Every .py file's path and stamp in the code folders: a cheap change detector."""
+    return tuple((str(p), *_stamp(p)) for folder in ("segen", "tasks", "models", "flows")
                  for p in sorted((ROOT / folder).rglob("*.py")))
 
 
