@@ -14,6 +14,8 @@ from segen.pipeline.stage import StageOutput, stage_task
 from segen.pipeline.store import StageResult, write_atomic
 from segen.project import Project
 
+log = logging.getLogger("segen.data")
+
 
 @stage_task("version_data", content_key=data_content_key, still_valid=data_dvc_agrees)
 def version_data(project: Project, data: DataParams, out: Path, key: str) -> StageOutput:
@@ -22,9 +24,6 @@ def version_data(project: Project, data: DataParams, out: Path, key: str) -> Sta
     (out / "data_version.txt").write_text(version + "\n")
     n_files = sum(1 for p in project.data.rglob("*") if p.is_file())
     return StageOutput({"data_version": version, "n_files": n_files}, digest=version)
-
-
-log = logging.getLogger("segen.validate")
 
 
 @stage_task("validate")
