@@ -151,8 +151,7 @@ def pipeline_run(quick: bool, dataset: str) -> dict[str, Any]:
     for s in summary["stages"]:
         if s["status"] in ("failed", "skipped"):
             print(f"  {s['name']}: {s['status']} ({s.get('reason', '')[:300]})", flush=True)
-    stages = {p.stem: {**json.loads(p.read_text()), "path": str(_stored(root, p))}
-              for p in (root / ".segen/stages").glob("*.json")}
+    stages = _stage_records(root)
     return {"seconds": seconds, "summary": summary, "stages": stages, "root": root}
 
 
@@ -191,8 +190,7 @@ def synthetic_chain(quick: bool, unet_epochs: int | None, settings: list[str]
     init_project(root, overrides)
     start = time.perf_counter()
     summary, _ = run_child(["--child-chain", str(root)])
-    stages = {p.stem: {**json.loads(p.read_text()), "path": str(_stored(root, p))}
-              for p in (root / ".segen/stages").glob("*.json")}
+    stages = _stage_records(root)
     return {"seconds": time.perf_counter() - start, "summary": summary, "stages": stages,
             "root": root, "overrides": overrides}
 
@@ -216,10 +214,18 @@ def quality(run: dict[str, Any]) -> dict[str, Any]:
     return {"models": rows, "references": references}
 
 
-def _stored(root: Path, pointer: Path) -> Path:
-    """A stage result's folder: <store>/<stage>/<key> (pointers name no path)."""
-    record = json.loads(pointer.read_text())
-    return root / ".segen" / "store" / record["stage"] / record["key"]
+def _stage_records(root: Path) -> dict[str, dict[str, Any]]:
+    """Each stage's latest result record, with the folder it is stored in (pointers name
+    no path: a result lives at <store>/<stage>/<key>)."""
+    from segen.pipeline.store import read_pointer
+    from segen.project import Project
+
+    project = Project.at(root)
+    records = {}
+    for pointer in project.pointers.glob("*.json"):
+        result = read_pointer(project, pointer.stem)
+        records[pointer.stem] = {"info": result.info, "key": result.key, "path": result.path}
+    return records
 
 
 def synthetic_effect(run: dict[str, Any]) -> dict[str, Any]:

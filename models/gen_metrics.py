@@ -10,11 +10,7 @@ from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from models.feature_extractor import (
-    FeatureClassifier,
-    extract_features,
-    predict_classes,
-)
+from models.feature_extractor import FeatureClassifier, extract_features, predict_classes
 
 KID_SUBSETS = 100  # subsets averaged for KID, as in Binkowski et al. 2018 and torchmetrics
 BATCH = 256  # images per forward pass when extracting features (memory only, not results)

@@ -12,14 +12,7 @@ import torch
 from torch import Tensor
 
 from models.generative.blocks import (
-    Batch,
-    ConvDiscriminator,
-    ConvGenerator,
-    GenSpec,
-    Optimizers,
-    dcgan_init,
-    one_hot,
-    randn,
+    Batch, ConvDiscriminator, ConvGenerator, GenSpec, Optimizers, dcgan_init, one_hot, randn,
 )
 from models.generative.gan import AdversarialPair, adversarial_step, param_groups
 

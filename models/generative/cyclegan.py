@@ -21,13 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from models.generative.blocks import (
-    Batch,
-    GenSpec,
-    Optimizers,
-    PatchDiscriminator,
-    dcgan_init,
-    frozen,
-    step,
+    Batch, GenSpec, Optimizers, PatchDiscriminator, dcgan_init, frozen, step,
 )
 from models.generative.losses import l1_per_sample, lsgan_per_sample, weighted_mean
 

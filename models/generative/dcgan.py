@@ -13,12 +13,7 @@ import torch
 from torch import Tensor
 
 from models.generative.blocks import (
-    Batch,
-    ConvDiscriminator,
-    ConvGenerator,
-    GenSpec,
-    Optimizers,
-    dcgan_init,
+    Batch, ConvDiscriminator, ConvGenerator, GenSpec, Optimizers, dcgan_init,
 )
 from models.generative.gan import AdversarialPair, adversarial_step, draw, param_groups
 

@@ -15,14 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from models.generative.blocks import (
-    Batch,
-    GenSpec,
-    Optimizers,
-    PatchDiscriminator,
-    dcgan_init,
-    frozen,
-    mask_one_hot,
-    step,
+    Batch, GenSpec, Optimizers, PatchDiscriminator, dcgan_init, frozen, mask_one_hot, step,
 )
 from models.generative.losses import d_loss_bce, g_loss_nonsaturating
 

@@ -17,16 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from models.generative.blocks import (
-    Batch,
-    ConvGenerator,
-    GenSpec,
-    Optimizers,
-    conv_encoder,
-    encoder_features,
-    label_planes,
-    one_hot,
-    randn,
-    step,
+    Batch, ConvGenerator, GenSpec, Optimizers, conv_encoder, encoder_features, label_planes,
+    one_hot, randn, step,
 )
 from models.generative.losses import gaussian_kl, recon_sse
 

@@ -18,15 +18,7 @@ import torch
 from torch import Tensor
 
 from models.generative.blocks import (
-    Batch,
-    ConvDiscriminator,
-    ConvGenerator,
-    GenSpec,
-    Optimizers,
-    dcgan_init,
-    frozen,
-    randn,
-    step,
+    Batch, ConvDiscriminator, ConvGenerator, GenSpec, Optimizers, dcgan_init, frozen, randn, step,
 )
 from models.generative.gan import AdversarialPair, draw, param_groups
 from models.generative.losses import critic_loss, gradient_penalty
