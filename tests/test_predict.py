@@ -28,8 +28,8 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from segen.config import load_params
-    from segen.serving import clustering
     from segen.project import Project
+    from segen.serving import clustering
     from segen.serving.cluster_pyfunc import log_cluster_model
     from segen.serving.unet import build_unet, save_unet
     from segen.serving.unet_pyfunc import log_segmentation_model

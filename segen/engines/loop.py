@@ -3,9 +3,11 @@ MLflow run (continued on resume), per-epoch metrics, a progress bar, a checkpoin
 every epoch, and the trainer's own end-of-epoch checks (validation, divergence).
 
 What is not compute stays off the training path: a background thread logs each epoch's
-metrics to MLflow and then writes its checkpoint, from a copy of the state taken at the
-epoch's end (one epoch in flight). A checkpoint therefore exists only once its epoch's
-metrics are logged, and it appears by an atomic rename: a kill never leaves half of one.
+checkpoint (which carries the epoch's metrics) and then logs those metrics to MLflow, from a
+copy of the state taken at the epoch's end (one epoch in flight). The checkpoint appears by
+an atomic rename, so a kill never leaves half of one; a kill between the checkpoint and the
+log is repaired on resume, which logs the checkpointed epoch's metrics if they are missing.
+Each epoch is therefore logged exactly once, however the run was stopped.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from segen.tracking import client, start_run
 
 log = logging.getLogger("segen.training")
 CHECKPOINT = "checkpoint.pt"
+_METRICS = "epoch_metrics"  # in a checkpoint: the metrics of the epoch it holds
 
 
 class Resumable(Protocol):
@@ -70,6 +73,8 @@ def run_epochs(project: Project, stage: str, key: str, trainer: Resumable, epoch
                  mininterval=1.0) as bar, _CheckpointWriter(path) as checkpoints:
         if state is None:
             mlflow.log_params({**params, "device": trainer.device.type})
+        else:
+            _log_if_missing(run.info.run_id, trainer.epoch, state.get(_METRICS, {}))
         while trainer.epoch < epochs:
             start = time.perf_counter()
             losses = trainer.train_epoch(bar)
@@ -98,8 +103,24 @@ def _resume(trainer: Resumable, path: Path, epochs: int) -> dict[str, Any] | Non
     return state
 
 
+def _log_metrics(run_id: str, epoch: int, metrics: dict[str, float]) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)  # the run's active-run context is the training thread's
+    client().log_batch(run_id, metrics=[Metric(k, v, now, epoch) for k, v in metrics.items()])
+
+
+def _log_if_missing(run_id: str, epoch: int, metrics: dict[str, float]) -> None:
+    """The killed run may have checkpointed `epoch` without logging it: log it once."""
+    if not metrics:
+        return
+    history = client().get_metric_history(run_id, next(iter(metrics)))
+    if all(m.step != epoch for m in history):
+        _log_metrics(run_id, epoch, metrics)
+
+
 class _CheckpointWriter:
-    """Logs an epoch's metrics, then writes its checkpoint, on a background thread."""
+    """Writes an epoch's checkpoint, then logs its metrics, on a background thread."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -110,15 +131,12 @@ class _CheckpointWriter:
               state: dict[str, Any]) -> None:
         snapshot = _cpu_copy(state)  # the live tensors change in the next epoch
         self._wait()
-        self.pending = self.pool.submit(self._log_and_save, run_id, epoch, metrics, snapshot)
+        self.pending = self.pool.submit(self._save_and_log, run_id, epoch, metrics, snapshot)
 
-    def _log_and_save(self, run_id: str, epoch: int, metrics: dict[str, float],
+    def _save_and_log(self, run_id: str, epoch: int, metrics: dict[str, float],
                       state: dict[str, Any]) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)  # the run's active-run context is the training thread's
-        client().log_batch(run_id, metrics=[Metric(k, v, now, epoch) for k, v in metrics.items()])
-        save_checkpoint(self.path, state)
+        save_checkpoint(self.path, {**state, _METRICS: metrics})
+        _log_metrics(run_id, epoch, metrics)
 
     def _wait(self) -> None:
         if self.pending is not None:
