@@ -10,20 +10,29 @@ score IoU 0 wherever they occur.
 
 Absent classes follow models.metrics: a class in neither truth nor prediction has IoU
 0/0, reported as NaN and left out of the mean.
+
+Ignored pixels follow models.metrics too: every pixel whose truth is ignore_index
+(models.labels.IGNORE_INDEX = 255: an ignored class or padding) is out of the
+(cluster, class) counts the matching maximises, of the matched confusion (so of IoU and
+pixel accuracy) and of the ARI, whatever the prediction holds there. ignore_index=None
+scores every pixel.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from models.clustering import NOISE
+from models.labels import IGNORE_INDEX
 
 UNMATCHED = -1  # class id of a pixel whose cluster matched no class (or that is noise)
 
 
 def cluster_class_counts(pred: np.ndarray, truth: np.ndarray, n_clusters: int,
-                         num_classes: int) -> np.ndarray:
-    """(n_clusters, num_classes) pixel counts of each (cluster, class) pair; noise left out."""
-    pred, truth = _flat_pair(pred, truth)
+                         num_classes: int, *, ignore_index: int | None = IGNORE_INDEX
+                         ) -> np.ndarray:
+    """(n_clusters, num_classes) pixel counts of each (cluster, class) pair; noise and
+    ignored pixels left out."""
+    pred, truth = _scored(*_flat_pair(pred, truth), ignore_index)
     keep = pred != NOISE
     if keep.any() and (pred[keep].min() < 0 or pred[keep].max() >= n_clusters):
         raise ValueError(f"cluster ids must lie in [0, {n_clusters}) or be NOISE ({NOISE}), "
@@ -53,10 +62,11 @@ def apply_matching(pred: np.ndarray, lookup: np.ndarray) -> np.ndarray:
     return out
 
 
-def matched_confusion(classes: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
+def matched_confusion(classes: np.ndarray, truth: np.ndarray, num_classes: int, *,
+                      ignore_index: int | None = IGNORE_INDEX) -> np.ndarray:
     """(num_classes, num_classes + 1) counts [true class, predicted class]; the last column
-    counts pixels that predict no class (UNMATCHED)."""
-    classes, truth = _flat_pair(classes, truth)
+    counts pixels that predict no class (UNMATCHED). Ignored pixels are left out."""
+    classes, truth = _scored(*_flat_pair(classes, truth), ignore_index)
     _check_classes(truth, num_classes)
     predicted = np.where(classes == UNMATCHED, num_classes, classes)
     pairs = truth.astype(np.int64) * (num_classes + 1) + predicted
@@ -79,21 +89,29 @@ def iou_scores(confusion: np.ndarray) -> dict[str, list[float] | float]:
             "pixel_accuracy": float(hits.sum() / max(confusion.sum(), 1))}
 
 
-def adjusted_rand(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Adjusted Rand index of one label map against its truth (noise counts as one cluster)."""
+def adjusted_rand(pred: np.ndarray, truth: np.ndarray, *,
+                  ignore_index: int | None = IGNORE_INDEX) -> float:
+    """Adjusted Rand index of one label map against its truth over the scored pixels (noise
+    counts as one cluster); NaN when every pixel is ignored (scikit-learn would say 1.0)."""
     from sklearn.metrics import adjusted_rand_score
 
-    pred, truth = _flat_pair(pred, truth)
+    pred, truth = _scored(*_flat_pair(pred, truth), ignore_index)
+    if not truth.size:
+        return float("nan")
     return float(adjusted_rand_score(truth, pred))
 
 
 def silhouette(features: np.ndarray, labels: np.ndarray, sample_size: int,
-               rng: np.random.Generator) -> float:
-    """Silhouette coefficient (Rousseeuw 1987) on a seeded sample of non-noise rows; NaN when
-    fewer than two clusters remain (it is undefined there)."""
+               rng: np.random.Generator, valid: np.ndarray | None = None) -> float:
+    """Silhouette coefficient (Rousseeuw 1987) on a seeded sample of non-noise rows (of the
+    `valid` pixels only when given: padding and ignored pixels out); NaN when fewer than two
+    clusters remain (it is undefined there)."""
     from sklearn.metrics import silhouette_score
 
-    keep = np.flatnonzero(labels.ravel() != NOISE)
+    keep = labels.ravel() != NOISE
+    if valid is not None:
+        keep &= valid.ravel()
+    keep = np.flatnonzero(keep)
     if len(keep) > sample_size:
         keep = np.sort(rng.choice(keep, size=sample_size, replace=False))
     sample = labels.ravel()[keep]
@@ -107,6 +125,15 @@ def _flat_pair(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndar
         raise ValueError(f"prediction and truth must have the same shape, got {pred.shape} "
                          f"and {truth.shape}")
     return pred.ravel().astype(np.int64), truth.ravel().astype(np.int64)
+
+
+def _scored(pred: np.ndarray, truth: np.ndarray, ignore_index: int | None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The flat pair at the pixels whose truth is not ignore_index."""
+    if ignore_index is None:
+        return pred, truth
+    keep = truth != ignore_index
+    return pred[keep], truth[keep]
 
 
 def _check_classes(truth: np.ndarray, num_classes: int) -> None:

@@ -263,7 +263,8 @@ def test_dbscan_that_finds_no_cluster_says_which_params_to_change(tmp_path: Path
     np.save(tmp_path / "images.npy", image[None])
     np.save(tmp_path / "masks.npy", mask[None])
     (tmp_path / "split.json").write_text(json.dumps({"train": [0], "val": [], "test": []}))
-    (tmp_path / "dataset.json").write_text(json.dumps({"channels": 3, "data_version": "x"}))
+    (tmp_path / "dataset.json").write_text(json.dumps({"channels": 3, "has_masks": True,
+                                                     "data_version": "x"}))
     prepared = StageResult("preprocess", "k", "d", str(tmp_path))
     params = DBSCANParams(eps=0.1, min_samples=1000, colour="rgb", position_weight=0.0,
                           mode="global", fit_pixels=100, seed=0)

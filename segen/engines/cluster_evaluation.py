@@ -1,4 +1,10 @@
-"""The evaluation behind evaluate_kmeans / evaluate_dbscan, and the label-map scores the comparison stage also takes of the U-Net."""
+"""The evaluation behind evaluate_kmeans / evaluate_dbscan, and the label-map scores the comparison stage also takes of the U-Net.
+
+Scored pixels: those whose truth is not IGNORE_INDEX (an ignored class, padding) and that
+lie in `valid` when given (sizes.npy's region, for data without masks). ARI, Hungarian
+matching, matched IoU, pixel accuracy, silhouette, noise fraction and inertia are taken
+over them only; the per_image fits of evaluate draw from them too.
+"""
 from __future__ import annotations
 
 import json
@@ -10,6 +16,7 @@ import numpy as np
 
 from models import cluster_metrics as cm
 from models.clustering import NOISE, KMeansSegmenter, pixel_features
+from models.labels import IGNORE_INDEX
 from segen.config import ClusterEvaluateParams
 from segen.data.arrays import dataset_meta, load_arrays
 from segen.hashing import hash_tree
@@ -22,26 +29,32 @@ TIMING = "timing.json"
 
 
 def label_map_scores(pred: np.ndarray, truth: np.ndarray, images: np.ndarray,
-                     num_classes: int, params: ClusterEvaluateParams, matching: str
+                     num_classes: int, params: ClusterEvaluateParams, matching: str,
+                     valid: np.ndarray | None = None
                      ) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
-    """(scores, per-image arrays, class map) of (N, H, W) labels against (N, H, W) truth.
+    """(scores, per-image arrays, class map) of (N, H, W) labels against (N, H, W) truth,
+    over the scored pixels (truth != IGNORE_INDEX, and inside `valid` (N, H, W) bool when
+    given); an image without one has NaN ARI and silhouette.
 
     matching: "split" (one Hungarian matching over all images), "image" (one per image)
     or "classes" (pred already holds class ids, e.g. the U-Net's).
     """
+    if valid is not None:
+        truth = np.where(valid, truth, IGNORE_INDEX)
+    scored = truth != IGNORE_INDEX
     ari = np.array([cm.adjusted_rand(p, t) for p, t in zip(pred, truth)])
     silhouette = np.array([
         cm.silhouette(pixel_features(image, params.silhouette_colour, 0.0), p,
-                      params.silhouette_pixels, np.random.default_rng([params.seed, i]))
-        for i, (image, p) in enumerate(zip(images, pred))])
+                      params.silhouette_pixels, np.random.default_rng([params.seed, i]), ok)
+        for i, (image, p, ok) in enumerate(zip(images, pred, scored))])
     classes = _matched_classes(pred, truth, num_classes, matching)
     confusion = sum(cm.matched_confusion(c, t, num_classes) for c, t in zip(classes, truth))
     scores = cm.iou_scores(confusion)
-    defined = ~np.isnan(silhouette)
-    scores.update(ari=float(ari.mean()),
+    defined, ari_defined = ~np.isnan(silhouette), ~np.isnan(ari)
+    scores.update(ari=float(ari[ari_defined].mean()) if ari_defined.any() else None,
                   silhouette=float(silhouette[defined].mean()) if defined.any() else None,
                   silhouette_images=int(defined.sum()), matching=matching,
-                  noise_fraction=float((pred == NOISE).mean()))
+                  noise_fraction=float((pred[scored] == NOISE).mean()) if scored.any() else 0.0)
     return scores, {"ari": ari, "silhouette": silhouette}, classes
 
 
@@ -66,14 +79,16 @@ def evaluate(preprocess: StageResult, trained: StageResult, params: ClusterEvalu
     config, fitted = clustering.load(Path(trained.path))
     images, masks = load_arrays(preprocess, "test")
     class_names = dataset_meta(preprocess)["classes"]
-    pred, seconds, inertia, n_clusters = _segment_test_split(config, fitted, images)
+    valid = clustering.split_valid_pixels(preprocess, "test", masks)
+    pred, seconds, inertia, n_clusters = _segment_test_split(config, fitted, images, valid)
     matching = "split" if config["mode"] == "global" else "image"
     scores, per_image, classes = label_map_scores(pred, masks, images, len(class_names),
-                                                  params, matching)
+                                                  params, matching, valid)
     scores.update(classes=class_names, n_test_images=len(images), kind=config["kind"],
                   mode=config["mode"], mean_clusters_per_image=float(np.mean(n_clusters)))
     if inertia is not None:
-        scores["inertia_per_pixel"] = inertia / pred.size
+        scored = pred.size if valid is None else int(valid.sum())
+        scores["inertia_per_pixel"] = inertia / max(scored, 1)
     if matching == "split":
         scores["matching_table"] = _matching_table(pred, classes, class_names)
     timing = {"seconds_per_image": seconds / len(images),
@@ -89,20 +104,23 @@ def evaluate(preprocess: StageResult, trained: StageResult, params: ClusterEvalu
                        digest=hash_tree(out, exclude=(TIMING,)))
 
 
-def _segment_test_split(config: dict[str, Any], fitted: Any, images: np.ndarray
+def _segment_test_split(config: dict[str, Any], fitted: Any, images: np.ndarray,
+                        valid: np.ndarray | None
                         ) -> tuple[np.ndarray, float, float | None, list[int]]:
-    """Labels, seconds spent segmenting (scoring excluded), K-means inertia, clusters per image."""
+    """Labels, seconds spent segmenting (scoring excluded), K-means inertia and clusters per
+    image (both over the valid pixels)."""
     pred = np.empty(images.shape[:3], dtype=np.int32)
     inertia = 0.0 if config["kind"] == "kmeans" else None
     n_clusters, scoring = [], 0.0
     start = time.perf_counter()
     for i, (features, segmenter, labels) in enumerate(
-            clustering.segment_each(config, fitted, images)):
+            clustering.segment_each(config, fitted, images, valid)):
         pred[i] = labels
         tick = time.perf_counter()
+        ok = np.ones(labels.shape, bool) if valid is None else valid[i]
         if isinstance(segmenter, KMeansSegmenter):
-            inertia += segmenter.inertia_of(features, labels.ravel())
-        n_clusters.append(len(np.unique(labels[labels != NOISE])))
+            inertia += segmenter.inertia_of(features[ok.ravel()], labels[ok])
+        n_clusters.append(len(np.unique(labels[ok & (labels != NOISE)])))
         scoring += time.perf_counter() - tick
     return pred, time.perf_counter() - start - scoring, inertia, n_clusters
 

@@ -18,8 +18,10 @@ def fit(preprocess: StageResult, kind: str, section: Any, out: Path) -> dict[str
     start = time.perf_counter()
     fitted = None
     if config["mode"] == "global":
-        images, _ = load_arrays(preprocess, "train")
-        fitted = clustering.fit_global(config, images)
+        images, masks = load_arrays(preprocess, "train")
+        # Padding and ignored pixels stay out of the fit (see serving.clustering).
+        valid = clustering.split_valid_pixels(preprocess, "train", masks)
+        fitted = clustering.fit_global(config, images, valid)
     seconds = time.perf_counter() - start
     clustering.save(config, fitted, out)
     info: dict[str, Any] = {"kind": kind, "mode": config["mode"], "fit_seconds": seconds,

@@ -3,7 +3,8 @@ the same test split (imported only when it runs: torch for the U-Net's predictio
 
 Every row is scored by the same code (tasks.cluster_evaluation.label_map_scores) on the
 same images: the U-Net's labels are class ids already, the clusters are named by
-Hungarian matching. seconds_per_image is prediction alone (fitting and training are the
+Hungarian matching. Pixels whose mask holds IGNORE_INDEX (an ignored class, padding) are
+out of every score (label_map_scores). seconds_per_image is prediction alone (fitting and training are the
 train stages' business; a per_image segmenter's fits are part of its prediction).
 """
 from __future__ import annotations

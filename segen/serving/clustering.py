@@ -9,6 +9,14 @@ segmenter.json (its config) and, in "global" mode, segmenter.npz (what it learnt
 - per_image: the config alone; each image gets its own fit on `fit_pixels` of its
   pixels (seeded the same for every image, so an image's labels never depend on the
   batch it came in).
+
+Valid pixels: a preprocessed split pads every image to one canvas and marks ignored
+pixels (an ignored class, padding) with IGNORE_INDEX in its masks. Fits never see those
+pixels: fit_global and segment_each take an optional (N, H, W) bool `valid`
+(`valid_pixels` builds it from the masks, or from sizes.npy when the data has no masks)
+and draw their fit pixels among the valid ones only. Every pixel is still labelled (the
+scores leave the invalid ones out). Without `valid` (a user's own images at their own
+size, through `segen predict`) every pixel is valid.
 """
 from __future__ import annotations
 
@@ -23,6 +31,7 @@ from models.clustering import (
     pixel_features,
     sample_features,
 )
+from models.labels import IGNORE_INDEX
 from segen.pipeline.graph import CLUSTERING_KINDS
 from segen.serving.image_batch import as_image_batch
 from segen.serving.model_folder import read_config, write_config
@@ -59,25 +68,82 @@ def features_of(config: dict[str, Any], image: np.ndarray) -> np.ndarray:
     return pixel_features(image, config["colour"], config["position_weight"])
 
 
-def fit_global(config: dict[str, Any], images: np.ndarray) -> Segmenter:
-    """Fit once on fit_pixels pixels drawn (seeded) across all (N, H, W, C) images."""
+def valid_pixels(shape: tuple[int, ...], masks: np.ndarray | None = None,
+                 sizes: np.ndarray | None = None) -> np.ndarray | None:
+    """(N, H, W) bool of the pixels a fit may use: not IGNORE_INDEX in `masks` (when given)
+    and inside each image's valid (h, w) top-left region of `sizes` (N, 2) (when given).
+    None when neither is given (every pixel valid)."""
+    count, height, width = shape[:3]
+    valid = None if masks is None else np.asarray(masks) != IGNORE_INDEX
+    if sizes is not None:
+        sizes = np.asarray(sizes)
+        inside = ((np.arange(height)[None, :, None] < sizes[:, 0, None, None])
+                  & (np.arange(width)[None, None, :] < sizes[:, 1, None, None]))
+        valid = inside if valid is None else valid & inside
+    if valid is not None and valid.shape != (count, height, width):
+        raise ValueError(f"valid pixels must be (N, H, W) = {(count, height, width)}, got "
+                         f"{valid.shape}")
+    return valid
+
+
+def split_valid_pixels(prepared: Any, split: str, masks: np.ndarray) -> np.ndarray | None:
+    """The valid pixels of one split of a preprocess result (its (N, H, W) masks given):
+    masks != IGNORE_INDEX when the data has masks, else the valid (h, w) of sizes.npy."""
+    from segen.data import arrays  # only the stages read preprocessed folders
+
+    if arrays.dataset_meta(prepared)["has_masks"]:
+        return valid_pixels(masks.shape, masks=masks)
+    return valid_pixels(masks.shape, sizes=arrays.load_sizes(prepared, split))
+
+
+def fit_global(config: dict[str, Any], images: np.ndarray, valid: np.ndarray | None = None
+               ) -> Segmenter:
+    """Fit once on fit_pixels pixels drawn (seeded) across all (N, H, W, C) images (among
+    the `valid` (N, H, W) pixels only, when given)."""
     rng = np.random.default_rng(config["seed"])
-    sample = sample_features(images, config["fit_pixels"], config["colour"],
-                             config["position_weight"], rng)
+    if valid is None:
+        sample = sample_features(images, config["fit_pixels"], config["colour"],
+                                 config["position_weight"], rng)
+    else:
+        sample = _sample_valid(images, valid, config, rng)
     return build(config).fit(sample)
 
 
+def _sample_valid(images: np.ndarray, valid: np.ndarray, config: dict[str, Any],
+                  rng: np.random.Generator) -> np.ndarray:
+    """Features of fit_pixels pixels drawn without replacement, uniformly over the valid
+    pixels of all images. The k-th draw names the k-th valid pixel in row-major order over
+    the images, so with every pixel valid this draws exactly what sample_features does."""
+    counts = valid.reshape(len(valid), -1).sum(1)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    total = int(starts[-1])
+    chosen = np.sort(rng.choice(total, size=min(config["fit_pixels"], total), replace=False))
+    which = np.searchsorted(starts, chosen, side="right") - 1
+    parts = [pixel_features(images[i], config["colour"], config["position_weight"],
+                            np.flatnonzero(valid[i])[chosen[which == i] - starts[i]])
+             for i in np.unique(which)]
+    if not parts:
+        raise ValueError("no valid pixel to fit on: every training pixel is padding or of "
+                         "an ignored class")
+    return np.concatenate(parts)
+
+
 def segmenter_for(config: dict[str, Any], fitted: Segmenter | None,
-                  features: np.ndarray) -> Segmenter:
-    """The segmenter that labels one image: the global one, or one fitted on its pixels."""
+                  features: np.ndarray, valid: np.ndarray | None = None) -> Segmenter:
+    """The segmenter that labels one image: the global one, or one fitted on its pixels
+    (its `valid` ones only, when an (H, W) bool is given)."""
     if config["mode"] == "global":
         if fitted is None:
             raise ValueError("a global-mode segmenter needs its fitted state (segmenter.npz)")
         return fitted
     rng = np.random.default_rng(config["seed"])
-    rows = rng.choice(len(features), size=min(config["fit_pixels"], len(features)),
+    # With every pixel valid, candidates == arange: the same draw as without `valid`.
+    candidates = np.arange(len(features)) if valid is None else np.flatnonzero(valid)
+    if not len(candidates):  # an image of padding or ignored pixels alone
+        candidates = np.arange(len(features))
+    rows = rng.choice(len(candidates), size=min(config["fit_pixels"], len(candidates)),
                       replace=False)
-    return build(config).fit(features[np.sort(rows)])
+    return build(config).fit(features[candidates[np.sort(rows)]])
 
 
 def segment(config: dict[str, Any], fitted: Segmenter | None, images: Any) -> np.ndarray:
@@ -89,15 +155,18 @@ def segment(config: dict[str, Any], fitted: Segmenter | None, images: Any) -> np
     return out
 
 
-def segment_each(config: dict[str, Any], fitted: Segmenter | None, images: np.ndarray
+def segment_each(config: dict[str, Any], fitted: Segmenter | None, images: np.ndarray,
+                 valid: np.ndarray | None = None
                  ) -> Iterator[tuple[np.ndarray, Segmenter, np.ndarray]]:
-    """Per image: its (H*W, F) features, the segmenter that labelled it, its (H, W) labels."""
+    """Per image: its (H*W, F) features, the segmenter that labelled it, its (H, W) labels
+    (a per_image fit draws from the image's `valid` pixels only, when given)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):  # see ONE_THREAD
-        for image in images:
+        for i, image in enumerate(images):
             features = features_of(config, image)
-            segmenter = segmenter_for(config, fitted, features)
+            segmenter = segmenter_for(config, fitted, features,
+                                      None if valid is None else valid[i].ravel())
             yield features, segmenter, segmenter.predict(features).reshape(image.shape[:2])
 
 

@@ -4,6 +4,8 @@ image is scored on its own, and a paired bootstrap of the mean difference decide
 
 Families, by registered model name:
 - segmentation (params.register): mean IoU or Dice per image (models.metrics);
+  every family scores only the valid pixels (not IGNORE_INDEX in the masks: no ignored
+  class, no padding; an image with none has a NaN score, which the bootstrap drops);
 - clustering (params.register_kmeans / register_dbscan): adjusted Rand index per image
   against the masks, or the silhouette when the data has no masks (models.cluster_metrics);
 - generation (register_generative.model_prefix + kind): FID under the pinned feature
@@ -16,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from models.labels import IGNORE_INDEX
 from segen.config import GateParams, Params
 from segen.data.arrays import dataset_meta, load_arrays
 from segen.pipeline.store import ArtifactStore
@@ -41,8 +44,9 @@ class TestData:
     data_version: str
     preprocess_key: str
     images: np.ndarray  # (N, H, W, C) uint8
-    masks: np.ndarray | None  # (N, H, W) class ids; None for unlabelled data
+    masks: np.ndarray | None  # (N, H, W) class ids, IGNORE_INDEX = out; None: unlabelled
     classes: list[str]
+    valid: np.ndarray | None  # (N, H, W) bool: the pixels scored (no padding, no ignored)
 
 
 def family_of(params: Params, model_name: str) -> Family:
@@ -87,10 +91,13 @@ def load_test_data(project: Project, version_tags: dict[str, str], where: str) -
             "recreate it, rerun `segen run` on that data version (check out its data.dvc "
             "and `dvc checkout`), then promote again.")
     meta = dataset_meta(prepared)
+    from segen.serving.clustering import split_valid_pixels
+
     images, masks = load_arrays(prepared, "test")
+    valid = split_valid_pixels(prepared, "test", masks)
     masks = masks if meta["has_masks"] else None  # class folders: all-0 masks
     classes = meta["classes"]
-    return TestData(data_version, key, images, masks, classes)
+    return TestData(data_version, key, images, masks, classes, valid)
 
 
 def gate_metric(family: Family, data: TestData) -> str:
@@ -111,7 +118,7 @@ def per_image_scores(family: Family, labels: np.ndarray, data: TestData, params:
 
         scores = segmentation_scores(torch.from_numpy(labels.astype(np.int64)),
                                      torch.from_numpy(data.masks.astype(np.int64)),
-                                     len(data.classes))
+                                     len(data.classes), ignore_index=IGNORE_INDEX)
         return {name: values.double().numpy() for name, values in scores.items()}
     return _clustering_scores(labels, data, params)
 
@@ -119,18 +126,22 @@ def per_image_scores(family: Family, labels: np.ndarray, data: TestData, params:
 def _clustering_scores(labels: np.ndarray, data: TestData, params: Params
                        ) -> dict[str, np.ndarray]:
     """ARI per image against the masks; silhouette per image in the one colour space of
-    cluster_evaluate (seeded per image as the evaluate stages do)."""
+    cluster_evaluate (seeded per image as the evaluate stages do); both over the valid
+    pixels only (IGNORE_INDEX in the masks, padding)."""
     from models import cluster_metrics as cm
     from models.clustering import pixel_features
 
     settings = params.cluster_evaluate
+    valid = (np.ones(labels.shape, bool) if data.valid is None else data.valid)
     silhouette = np.array([
         cm.silhouette(pixel_features(image, settings.silhouette_colour, 0.0), label,
-                      settings.silhouette_pixels, np.random.default_rng([settings.seed, i]))
-        for i, (image, label) in enumerate(zip(data.images, labels))])
+                      settings.silhouette_pixels, np.random.default_rng([settings.seed, i]), ok)
+        for i, (image, label, ok) in enumerate(zip(data.images, labels, valid))])
     scores = {"silhouette": silhouette}
     if data.masks is not None:
-        scores["ari"] = np.array([cm.adjusted_rand(p, t) for p, t in zip(labels, data.masks)])
+        truth = np.where(valid, data.masks, IGNORE_INDEX)
+        scores["ari"] = np.array([cm.adjusted_rand(p, t, ignore_index=IGNORE_INDEX)
+                                  for p, t in zip(labels, truth)])
     return scores
 
 
