@@ -75,7 +75,7 @@ def validate_dataset(data_dir: Path, *, min_class_fraction: float) -> Validation
             pixels += counts[:len(pixels)]
     check_channels(channels, report)
     if classes and manifest.size:
-        check_balance(classes, pixels, min_class_fraction, report)
+        check_balance(classes, pixels, min_class_fraction, report, ignored_classes(data_dir))
         report.class_counts = {c: int(n) for c, n in zip(classes, pixels)}
     return report
 
@@ -239,10 +239,27 @@ def check_channels(channels: dict[str, int], report: ValidationReport) -> None:
                                            "mode (all RGB or all greyscale)"))
 
 
+def ignored_classes(data_dir: Path) -> set[str]:
+    """The names classes.json lists under "ignore" (none when absent or unreadable: a broken
+    classes.json is reported by read_classes)."""
+    try:
+        ignore = json.loads((data_dir / "classes.json").read_text()).get("ignore", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {str(name) for name in ignore} if isinstance(ignore, list) else set()
+
+
 def check_balance(classes: list[str], pixels: np.ndarray, min_fraction: float,
-                  report: ValidationReport) -> None:
-    total = max(int(pixels.sum()), 1)
-    for name, count in zip(classes, pixels):
+                  report: ValidationReport, ignored: set[str] | frozenset[str] = frozenset()
+                  ) -> None:
+    """Warn of classes with no pixels or under min_fraction of them. Ignored classes are
+    out of the loss and of every metric, so out of this check too: never warned of, and
+    their pixels not counted in the total the fractions are taken of."""
+    kept = [name not in ignored for name in classes]
+    total = max(int(pixels[:len(classes)][kept].sum()), 1)
+    for name, count, keep in zip(classes, pixels, kept):
+        if not keep:
+            continue
         if count == 0:
             report.warnings.append(Problem("masks/", f"class {name!r} has no pixels",
                                            "drop it from classes.json or add examples"))
