@@ -336,12 +336,13 @@ def test_label_map_scores_on_non_square_images_with_padding() -> None:
 
 
 def test_split_valid_pixels_reads_the_masks(tmp_path: Path) -> None:
+    from segen.engines.cluster_trainer import split_valid_pixels
     from segen.pipeline.store import StageResult
 
     _, mask = _padded_image()
     (tmp_path / "dataset.json").write_text(json.dumps({"has_masks": True}))
     prepared = StageResult("preprocess", "k", "d", str(tmp_path))
-    valid = clustering.split_valid_pixels(prepared, "test", mask[None])
+    valid = split_valid_pixels(prepared, "test", mask[None])
     assert valid.sum() == 32 and valid[0, :4, :8].all()
 
 

@@ -19,6 +19,7 @@ from models.clustering import NOISE, KMeansSegmenter, pixel_features
 from models.labels import IGNORE_INDEX
 from segen.config import ClusterEvaluateParams
 from segen.data.arrays import dataset_meta, load_arrays
+from segen.engines.cluster_trainer import split_valid_pixels
 from segen.hashing import hash_tree
 from segen.pipeline.stage import StageOutput
 from segen.pipeline.store import StageResult
@@ -79,7 +80,7 @@ def evaluate(preprocess: StageResult, trained: StageResult, params: ClusterEvalu
     config, fitted = clustering.load(Path(trained.path))
     images, masks = load_arrays(preprocess, "test")
     class_names = dataset_meta(preprocess)["classes"]
-    valid = clustering.split_valid_pixels(preprocess, "test", masks)
+    valid = split_valid_pixels(preprocess, "test", masks)
     pred, seconds, inertia, n_clusters = _segment_test_split(config, fitted, images, valid)
     matching = "split" if config["mode"] == "global" else "image"
     scores, per_image, classes = label_map_scores(pred, masks, images, len(class_names),

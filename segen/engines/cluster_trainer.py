@@ -5,7 +5,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models.clustering import DBSCANSegmenter
+from segen.data import arrays
 from segen.data.arrays import dataset_meta, load_arrays
 from segen.pipeline.store import StageResult
 from segen.serving import clustering
@@ -20,7 +23,7 @@ def fit(preprocess: StageResult, kind: str, section: Any, out: Path) -> dict[str
     if config["mode"] == "global":
         images, masks = load_arrays(preprocess, "train")
         # Padding and ignored pixels stay out of the fit (see serving.clustering).
-        valid = clustering.split_valid_pixels(preprocess, "train", masks)
+        valid = split_valid_pixels(preprocess, "train", masks)
         fitted = clustering.fit_global(config, images, valid)
     seconds = time.perf_counter() - start
     clustering.save(config, fitted, out)
@@ -36,3 +39,13 @@ def fit(preprocess: StageResult, kind: str, section: Any, out: Path) -> dict[str
     elif fitted is not None:
         info.update(n_clusters=config["n_clusters"], train_inertia=fitted.inertia)
     return info
+
+
+def split_valid_pixels(prepared: StageResult, split: str, masks: np.ndarray
+                       ) -> np.ndarray | None:
+    """The (N, H, W) bool valid pixels of one split of a preprocess result, its masks given:
+    masks != IGNORE_INDEX when the data has masks, else the valid (h, w) of sizes.npy."""
+    if dataset_meta(prepared)["has_masks"]:
+        return clustering.valid_pixels(masks.shape, masks=masks)
+    # arrays.load_sizes, looked up when called: sizes.npy is written by preprocess.
+    return clustering.valid_pixels(masks.shape, sizes=arrays.load_sizes(prepared, split))

@@ -13,7 +13,8 @@ segmenter.json (its config) and, in "global" mode, segmenter.npz (what it learnt
 Valid pixels: a preprocessed split pads every image to one canvas and marks ignored
 pixels (an ignored class, padding) with IGNORE_INDEX in its masks. Fits never see those
 pixels: fit_global and segment_each take an optional (N, H, W) bool `valid`
-(`valid_pixels` builds it from the masks, or from sizes.npy when the data has no masks)
+(`valid_pixels` builds it from the masks, or from sizes.npy when the data has no masks:
+segen.engines.cluster_trainer.split_valid_pixels)
 and draw their fit pixels among the valid ones only. Every pixel is still labelled (the
 scores leave the invalid ones out). Without `valid` (a user's own images at their own
 size, through `segen predict`) every pixel is valid.
@@ -84,16 +85,6 @@ def valid_pixels(shape: tuple[int, ...], masks: np.ndarray | None = None,
         raise ValueError(f"valid pixels must be (N, H, W) = {(count, height, width)}, got "
                          f"{valid.shape}")
     return valid
-
-
-def split_valid_pixels(prepared: Any, split: str, masks: np.ndarray) -> np.ndarray | None:
-    """The valid pixels of one split of a preprocess result (its (N, H, W) masks given):
-    masks != IGNORE_INDEX when the data has masks, else the valid (h, w) of sizes.npy."""
-    from segen.data import arrays  # only the stages read preprocessed folders
-
-    if arrays.dataset_meta(prepared)["has_masks"]:
-        return valid_pixels(masks.shape, masks=masks)
-    return valid_pixels(masks.shape, sizes=arrays.load_sizes(prepared, split))
 
 
 def fit_global(config: dict[str, Any], images: np.ndarray, valid: np.ndarray | None = None

@@ -91,7 +91,7 @@ def load_test_data(project: Project, version_tags: dict[str, str], where: str) -
             "recreate it, rerun `segen run` on that data version (check out its data.dvc "
             "and `dvc checkout`), then promote again.")
     meta = dataset_meta(prepared)
-    from segen.serving.clustering import split_valid_pixels
+    from segen.engines.cluster_trainer import split_valid_pixels
 
     images, masks = load_arrays(prepared, "test")
     valid = split_valid_pixels(prepared, "test", masks)
