@@ -81,6 +81,18 @@ def test_three_colours_with_known_areas(kind: str) -> None:
     assert not (labels == NOISE).any()
 
 
+@pytest.mark.parametrize("kind", ["kmeans", "dbscan"])
+@pytest.mark.parametrize("mode", ["per_image", "global"])
+@pytest.mark.parametrize("width", [14, 3])  # wider than tall, and taller than wide
+def test_non_square_images_with_position_features(kind: str, mode: str, width: int) -> None:
+    image, truth = _flat_image([(RED, 2), (BLUE, 4)], width=width)  # 6 x width
+    config = _config(kind, mode, position_weight=0.02)
+    fitted = clustering.fit_global(config, image[None]) if mode == "global" else None
+    labels = clustering.segment(config, fitted, image)[0]
+    assert labels.shape == (6, width)
+    assert cm.adjusted_rand(labels, truth) == pytest.approx(1.0)
+
+
 def test_hungarian_matching_hand_worked() -> None:
     # clusters x classes. Greedy (largest cell first) takes c0->class0 (10), c1->class1 (1),
     # c2->class2 (5): 16 pixels. The optimum is c0->class1 (9) + c1->class0 (8) + c2->class2
