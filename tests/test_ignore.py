@@ -346,6 +346,36 @@ def test_split_valid_pixels_reads_the_masks(tmp_path: Path) -> None:
     assert valid.sum() == 32 and valid[0, :4, :8].all()
 
 
+@pytest.mark.parametrize("mode", ["global", "per_image"])
+def test_cluster_stages_on_a_padded_non_square_split(tmp_path: Path, mode: str) -> None:
+    # The train_kmeans / evaluate_kmeans code on a preprocess-like folder of 8x12 canvases:
+    # with the padding out of the fit and the scores, the two reds are found exactly
+    # (with it in, test_clusterers_never_fit_on_padding gets ARI 0).
+    from segen.config import ClusterEvaluateParams, KMeansParams
+    from segen.engines.cluster_evaluation import evaluate
+    from segen.engines.cluster_trainer import fit
+    from segen.pipeline.store import StageResult
+
+    image, mask = _padded_image()
+    np.save(tmp_path / "images.npy", np.stack([image, image]))
+    np.save(tmp_path / "masks.npy", np.stack([mask, mask]))
+    (tmp_path / "split.json").write_text(json.dumps({"train": [0], "val": [], "test": [1]}))
+    (tmp_path / "dataset.json").write_text(json.dumps(
+        {"channels": 3, "has_masks": True, "data_version": "x", "classes": ["a", "b"]}))
+    prepared = StageResult("preprocess", "k", "d", str(tmp_path))
+    params = KMeansParams(n_clusters=2, n_init=4, max_iter=100, colour="rgb",
+                          position_weight=0.0, mode=mode, fit_pixels=1000, seed=0)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "eval").mkdir()
+    fit(prepared, "kmeans", params, tmp_path / "model")
+    evaluate(prepared, StageResult("train_kmeans", "k", "d", str(tmp_path / "model")),
+             ClusterEvaluateParams(silhouette_pixels=100, silhouette_colour="rgb", seed=0,
+                                   grid_images=1), tmp_path / "eval")
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["ari"] == metrics["mean_iou"] == metrics["pixel_accuracy"] == 1.0
+    assert metrics["mean_clusters_per_image"] == 2.0 and metrics["inertia_per_pixel"] == 0.0
+
+
 # ---------------------------------------------------------------- gate and validation
 
 def test_gate_scores_per_image_without_ignored_pixels() -> None:
