@@ -84,14 +84,35 @@ class ValidateParams:
     min_class_fraction: Annotated[Float, Field(ge=0, lt=1)]  # rarer classes: a warning
 
 
+Size = Annotated[Int, Field(ge=16)]
+HeightWidth = Annotated[list[Size], Field(min_length=2, max_length=2)]  # [height, width]
+
+
+def height_width(size: int | list[int]) -> tuple[int, int]:
+    """An int (square) or [height, width], as params.yaml writes sizes."""
+    return (size, size) if isinstance(size, int) else (size[0], size[1])
+
+
 @_section
 class PreprocessParams:
-    """Resize and deterministic train/val/test split."""
-    image_size: Annotated[Int, Field(ge=16)]
+    """Resize (to a fixed size, or keeping the aspect ratio), pad to the networks' multiple,
+    ignored labels, class weights and the train/val/test split."""
+    image_size: Size | HeightWidth | None  # every image resized to this; null: long_side
+    long_side: Size | None  # resize so the longer side is this, keeping the aspect ratio
+    pad_multiple: Count  # the canvas is rounded up to it; padding is an ignored label
+    # median_frequency: SegNet (Badrinarayanan et al. 2017), after Eigen & Fergus 2015
+    class_weights: Literal["none", "median_frequency", "inverse_frequency"]
     # Each below 0.5, so together below 1; Params checks that whole images are left to train.
     val_fraction: Annotated[Float, Field(gt=0, lt=0.5)]
     test_fraction: Annotated[Float, Field(gt=0, lt=0.5)]
     seed: Seed
+
+    @model_validator(mode="after")
+    def _one_size(self) -> PreprocessParams:
+        if (self.image_size is None) == (self.long_side is None):
+            _fail(("image_size, long_side", (self.image_size, self.long_side),
+                   "exactly one of them set (the other null)"))
+        return self
 
 
 @_section
@@ -105,15 +126,16 @@ class UNetParams:
     weight_decay: Weight
     dice_weight: Weight
     augment: Bool
-    crop_size: Annotated[Int, Field(gt=0)] | None  # random square training crops; None: whole
+    # random training crops: an int (square) or [height, width]; null: whole images
+    crop_size: Size | HeightWidth | None
     seed: Seed
 
     @model_validator(mode="after")
     def _crop(self) -> UNetParams:
         # A crop goes through the same depth 2x2 max-pools as a whole image.
         multiple = 2 ** self.depth
-        if self.crop_size and self.crop_size % multiple:
-            expected = f"null or a positive multiple of 2**depth = {multiple}"
+        if self.crop_size and any(side % multiple for side in height_width(self.crop_size)):
+            expected = f"null or sides that are multiples of 2**depth = {multiple}"
             _fail(("crop_size", self.crop_size, expected))
         return self
 
@@ -400,15 +422,17 @@ class Params:
     @model_validator(mode="after")
     def _across_sections(self) -> Params:
         problems = []
-        size, depth, crop = self.preprocess.image_size, self.unet.depth, self.unet.crop_size
+        pre, depth, crop = self.preprocess, self.unet.depth, self.unet.crop_size
         # The U-Net pools depth times, and each upsampling must restore the skip's exact size
-        # (models/unet.py required_multiple).
-        if size % 2 ** depth:
+        # (models/unet.py required_multiple): the canvas is a multiple of pad_multiple.
+        if pre.pad_multiple % 2 ** depth:
             expected = f"a multiple of 2**unet.depth = {2 ** depth}"
-            problems.append(("preprocess.image_size", size, expected))
-        if crop and crop > size:  # crops are cut from the preprocessed images
-            expected = f"null or an int <= preprocess.image_size = {size}"
-            problems.append(("unet.crop_size", crop, expected))
+            problems.append(("preprocess.pad_multiple", pre.pad_multiple, expected))
+        if crop and pre.image_size is not None:  # crops are cut from the preprocessed images
+            size = height_width(pre.image_size)
+            if any(c > s for c, s in zip(height_width(crop), size)):
+                expected = f"null or sides <= preprocess.image_size = {list(size)}"
+                problems.append(("unet.crop_size", crop, expected))
         # The default dataset's split, as tasks/preprocess.py split_indices takes it (val and
         # test get at least one image each), must leave images to train on.
         n, fractions = self.dataset.n_images, self.preprocess
@@ -450,7 +474,7 @@ def as_dict(section: Any) -> dict[str, Any]:
 
 def _explain(error: dict[str, Any], name: str) -> list[str]:
     """One pydantic error as lines of 'key: problem; fix'."""
-    loc = [str(part) for part in error["loc"]]
+    loc = _key_path([str(part) for part in error["loc"]])
     key = ".".join(loc)
     fix = f"(fix the value in {name})"
     if error["type"] == "params_rule":  # from a validator above: keys relative to loc
@@ -472,6 +496,18 @@ def _explain(error: dict[str, Any], name: str) -> list[str]:
     return [f"{key}: expected {expected}, got {_show(error['input'])} {fix}"]
 
 
+def _key_path(loc: list[str]) -> list[str]:
+    """loc up to its params key: pydantic appends a union member's name and a list index
+    (unet.crop_size.list[constrained-int].0), which are not keys of params.yaml."""
+    owner: Any = Params
+    for i, part in enumerate(loc):
+        field = owner.__pydantic_fields__.get(part)
+        if field is None or not dataclasses.is_dataclass(field.annotation):
+            return loc[:i + 1]
+        owner = field.annotation
+    return loc
+
+
 def _field_at(loc: list[str]) -> tuple[type, FieldInfo | None]:
     """The section that holds loc's last key, and that key's field (None: no such key)."""
     owner: Any = Params
@@ -484,9 +520,13 @@ def _describe(tp: Any, metadata: list[Any]) -> str:
     """What a field expects, in words: 'an int in [2, 255]', "one of 'rgb', 'lab'"."""
     if typing.get_origin(tp) is Annotated:
         return _describe(tp.__origin__, [*tp.__metadata__, *metadata])
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # X | None
-        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        return f"null or {_describe(inner, metadata)}"
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # X | Y | None
+        args = typing.get_args(tp)
+        words = [_describe(a, metadata) for a in args if a is not type(None)]
+        return " or ".join(["null"] * (type(None) in args) + words)
+    if typing.get_origin(tp) is list:  # only [height, width] pairs so far
+        (inner,) = typing.get_args(tp)
+        return f"[height, width], each {_describe(inner, [])}"
     if typing.get_origin(tp) is Literal:
         return f"one of {', '.join(repr(a) for a in typing.get_args(tp))}"
     if dataclasses.is_dataclass(tp):

@@ -5,11 +5,9 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from segen.config import DataParams, PreprocessParams, ValidateParams
-from segen.data.preprocessing import load_pair, split_indices
 from segen.data.versioning import data_content_key, data_dvc_agrees, track_data
+from segen.pipeline.budget import cores
 from segen.pipeline.stage import StageOutput, stage_task
 from segen.pipeline.store import StageResult, write_atomic
 from segen.project import Project
@@ -52,32 +50,18 @@ def validate(project: Project, version_data: StageResult, validate: ValidatePara
 @stage_task("preprocess")
 def preprocess(project: Project, version_data: StageResult, validate: StageResult,
                preprocess: PreprocessParams, out: Path, key: str) -> StageOutput:
-    """images.npy (N,H,W,C) uint8, masks.npy (N,H,W) uint8 (all 0 without masks), labels.npy
-    (image-level class ids indexing `classes`), split + stats; `has_masks` in dataset.json and
-    the stage info."""
-    import pandas as pd  # lazy here and above: a cached run never imports pandas or torch
+    """images.npy (N,H,W,C) uint8 on one padded canvas, masks.npy (N,H,W) uint8 (255: ignored
+    classes and padding; all 0 without masks), sizes.npy, labels.npy, the split (the
+    manifest's own where it has a split column), stats and class weights; streamed, so memory
+    does not grow with the number of images."""
+    from segen.data.prepare import prepare  # numpy, PIL, torch: only when it runs
 
-    manifest = pd.read_csv(project.data / "manifest.csv", dtype={"id": str})
-    described = json.loads((project.data / "classes.json").read_text())
-    classes, has_masks = described["classes"], described.get("masks", True) is not False
-    pairs = [load_pair(project.data, r.image, r.mask if has_masks else None,
-                        preprocess.image_size)
-             for r in manifest.itertuples()]
-    images = np.stack([p[0] for p in pairs])
-    masks = np.stack([p[1] for p in pairs])
-    split = split_indices(len(manifest), preprocess)
-    train = images[split["train"]].reshape(-1, images.shape[-1]) / 255.0
-    meta = {"classes": classes, "label_names": classes, "has_masks": has_masks,
-            "channels": int(images.shape[-1]),
-            "image_size": preprocess.image_size, "ids": manifest["id"].astype(str).tolist(),
-            "mean": train.mean(0).tolist(), "std": train.std(0).clip(1e-3).tolist(),
-            "data_version": version_data.info["data_version"]}
-    np.save(out / "images.npy", images)
-    np.save(out / "masks.npy", masks)
-    np.save(out / "labels.npy", manifest["label"].to_numpy(np.int64))
-    (out / "split.json").write_text(json.dumps(split))
-    # every manifest column, in the arrays' order: train_cyclegan splits its two domains by
-    # the column generative.cyclegan_domain_column names (so no params section here)
-    manifest.to_csv(out / "manifest.csv", index=False, lineterminator="\n")
-    (out / "dataset.json").write_text(json.dumps(meta, indent=1))
-    return StageOutput({**{k: len(v) for k, v in split.items()}, "has_masks": has_masks})
+    info = prepare(project.data, out, preprocess, workers=decode_workers(),
+                   data_version=version_data.info["data_version"])
+    return StageOutput(info)
+
+
+def decode_workers() -> int:
+    """Decode processes for preprocess: the machine's cores, up to 8 (PNG decoding scales
+    until the disk, not the CPU, is the limit); 1 on a single core (no pool at all)."""
+    return min(8, cores())

@@ -25,7 +25,6 @@ def train_unet_synthetic(project: Project, preprocess: StageResult,
                          synthesize_pairs: StageResult, unet: UNetParams, out: Path,
                          key: str) -> StageOutput:
     """Train (or resume) the U-Net on real + synthetic pairs; publishes model.pt + model.json."""
-    from segen.engines.synthetic_pairs import load_pairs
     from segen.engines.unet_trainer import fit
 
     made_by = synthesize_pairs.info
@@ -34,7 +33,7 @@ def train_unet_synthetic(project: Project, preprocess: StageResult,
             "segen.synthetic.key": synthesize_pairs.key,
             "segen.synthetic.n_pairs": str(made_by["n_pairs"])}
     info = fit(project, preprocess, unet, out, key, stage="train_unet_synthetic",
-               extra_train=load_pairs(synthesize_pairs), tags=tags)
+               extra_train=synthesize_pairs, tags=tags)
     return StageOutput({**info, "synthetic": made_by})
 
 

@@ -155,7 +155,9 @@ def test_preprocess_without_masks(tmp_path: Path) -> None:
     import_classes(_tree(tmp_path / "in", mode="L"), tmp_path / "proj" / "data")
     upstream = {name: StageResult(name, "k", "d", str(tmp_path), {"data_version": "v.dir"})
                 for name in ("version_data", "validate")}
-    params = PreprocessParams(image_size=16, val_fraction=0.2, test_fraction=0.2, seed=0)
+    params = PreprocessParams(image_size=16, long_side=None, pad_multiple=16,
+                              class_weights="none", val_fraction=0.2, test_fraction=0.2,
+                              seed=0)
     result = preprocess.fn(project=Project.at(tmp_path / "proj"), preprocess=params, **upstream)
     assert result.info["has_masks"] is False and result.info["train"] == 5
     out = Path(result.path)

@@ -206,8 +206,10 @@ def _preprocessed(folder: Path, n: int = 10, size: int = 32) -> Path:
     (folder / "split.json").write_text(json.dumps({"train": list(range(6)), "val": [6, 7],
                                                    "test": [8, 9]}))
     (folder / "dataset.json").write_text(json.dumps({
-        "classes": CLASSES, "channels": 3, "image_size": size, "mean": [0.2] * 3,
-        "std": [0.3] * 3, "data_version": "d" * 32 + ".dir"}))
+        "classes": CLASSES, "channels": 3, "height": size, "width": size, "ignore_ids": [],
+        "geometry": {"image_size": [size, size], "long_side": None, "pad_multiple": 16},
+        "class_weights": None, "mean": [0.2] * 3, "std": [0.3] * 3,
+        "data_version": "d" * 32 + ".dir"}))
     return folder
 
 
@@ -243,7 +245,7 @@ def test_synthetic_pairs_train_the_unet(tmp_path: Path) -> None:
     trained = tmp_path / "unet"
     trained.mkdir()
     info = fit(project, preprocess, unet, trained, "k", stage="train_unet_synthetic",
-               extra_train=(images, masks), tags={"segen.synthetic.key": "s"})
+               extra_train=synthetic, tags={"segen.synthetic.key": "s"})
     assert info["train_images_per_second"] > 0
     scored = tmp_path / "scored"
     scored.mkdir()

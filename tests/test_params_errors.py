@@ -52,7 +52,8 @@ def test_out_of_range_value_gives_value_and_fix(tmp_path: Path) -> None:
     ("epochs", "10", "'10'", "an int >= 1"),
     ("augment", 1, "1", "true or false"),
     ("lr", "fast", "'fast'", "a float > 0"),
-    ("crop_size", 32.0, "32.0", "null or an int > 0"),
+    ("crop_size", 32.0, "32.0", "null or an int >= 16 or [height, width], each an int >= 16"),
+    ("crop_size", [32], "[32]", "null or an int >= 16 or [height, width], each an int >= 16"),
 ])
 def test_wrong_type_is_rejected(tmp_path: Path, key: str, value, shown: str,
                                 expected: str) -> None:
@@ -85,10 +86,16 @@ def test_several_problems_are_listed_one_per_line(tmp_path: Path) -> None:
                for line in lines)
 
 
-def test_image_size_must_suit_the_unet_depth(tmp_path: Path) -> None:
-    message = _error(tmp_path, lambda r: (r["preprocess"].update(image_size=40),
+def test_padding_must_suit_the_unet_depth(tmp_path: Path) -> None:
+    message = _error(tmp_path, lambda r: (r["preprocess"].update(pad_multiple=8),
                                           r["unet"].update(depth=4)))
-    assert "preprocess.image_size: expected a multiple of 2**unet.depth = 16, got 40" in message
+    assert "preprocess.pad_multiple: expected a multiple of 2**unet.depth = 16, got 8" in message
+
+
+def test_one_of_image_size_and_long_side(tmp_path: Path) -> None:
+    message = _error(tmp_path, lambda r: r["preprocess"].update(image_size=64, long_side=96))
+    assert "preprocess.image_size, long_side: expected exactly one of them set (the other " \
+        "null), got (64, 96)" in message
 
 
 @pytest.mark.parametrize("size, expected", [
@@ -103,14 +110,14 @@ def test_generative_image_size_must_suit_the_generators(tmp_path: Path, size: in
 def test_crop_larger_than_the_images_is_rejected(tmp_path: Path) -> None:
     message = _error(tmp_path, lambda r: (r["preprocess"].update(image_size=64),
                                           r["unet"].update(crop_size=128)))
-    assert "unet.crop_size: expected null or an int <= preprocess.image_size = 64, got 128" \
-        in message
+    assert "unet.crop_size: expected null or sides <= preprocess.image_size = [64, 64], got " \
+        "128" in message
 
 
 def test_crop_must_be_a_multiple_of_the_pooling(tmp_path: Path) -> None:
     message = _error(tmp_path, lambda r: r["unet"].update(depth=4, crop_size=40))
-    assert "unet.crop_size: expected null or a positive multiple of 2**depth = 16, got 40" \
-        in message
+    assert "unet.crop_size: expected null or sides that are multiples of 2**depth = 16, got " \
+        "40" in message
 
 
 def test_fractions_must_leave_a_train_split(tmp_path: Path) -> None:
@@ -134,8 +141,7 @@ def test_missing_section_is_named(tmp_path: Path) -> None:
 
 def test_missing_key_is_named_even_if_it_may_be_null(tmp_path: Path) -> None:
     message = _error(tmp_path, lambda r: r["unet"].pop("crop_size"))
-    assert "unet.crop_size: missing key; add it to params.yaml (expected null or an int > 0)" \
-        in message
+    assert "unet.crop_size: missing key; add it to params.yaml (expected null or an int >= 16 or [height, width], each an int >= 16)" in message
 
 
 def test_nested_section_and_gate_metric(tmp_path: Path) -> None:

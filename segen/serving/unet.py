@@ -1,4 +1,5 @@
-"""Building and running a trained U-Net: shared by training, evaluation and the pyfunc.
+"""Building and running a trained segmentation network (the U-Net or a torchvision model):
+shared by training, evaluation and the pyfunc.
 
 torch only (no Prefect, no MLflow) so a registered model loads without the pipeline.
 """
@@ -10,48 +11,114 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from models.segmentation import create
-from models.unet import UNet
 from segen.serving.images import standardise
 from segen.serving.model_folder import load_model_folder, save_model_folder
 
 WEIGHTS = "model.pt"
 CONFIG = "model.json"
+ARCH_FIELDS = {"unet": ("depth", "base_width")}  # model-config keys an arch is built from
 
 
-def build_unet(config: dict[str, Any]) -> UNet:
-    return create("unet", in_channels=config["in_channels"],
-                  num_classes=len(config["classes"]), depth=config["depth"],
-                  base_width=config["base_width"])
+def build_segmenter(config: dict[str, Any]) -> nn.Module:
+    """The untrained network of a model config, by its "arch" (model folders written before
+    there was a choice hold a U-Net and no "arch")."""
+    arch = config.get("arch", "unet")
+    return create(arch, in_channels=config["in_channels"], num_classes=len(config["classes"]),
+                  **{k: config[k] for k in ARCH_FIELDS.get(arch, ())})
 
 
-def save_unet(model: UNet, config: dict[str, Any], out_dir: Path) -> None:
+def save_segmenter(model: nn.Module, config: dict[str, Any], out_dir: Path) -> None:
     save_model_folder(out_dir, CONFIG, config, WEIGHTS, model.state_dict())
 
 
-def load_unet(model_dir: Path, device: torch.device) -> tuple[UNet, dict[str, Any]]:
+def load_segmenter(model_dir: Path, device: torch.device
+                   ) -> tuple[nn.Module, dict[str, Any]]:
     config, state = load_model_folder(model_dir, CONFIG, WEIGHTS)
-    model = build_unet(config)
+    model = build_segmenter(config)
     model.load_state_dict(state)
     return model.to(device).eval(), config
 
 
-@torch.inference_mode()
-def predict_masks(model: UNet, images: np.ndarray, config: dict[str, Any], batch_size: int,
-                  device: torch.device) -> np.ndarray:
-    """(N, H, W, C) uint8 -> (N, H, W) uint8 class indices, at the input's own size."""
+# The names from before there was more than a U-Net, for the callers that still use them.
+build_unet, save_unet, load_unet = build_segmenter, save_segmenter, load_segmenter
+
+
+def _geometry(config: dict[str, Any]) -> dict[str, Any]:
+    """The model's preprocess geometry (model folders from before it: a square image_size)."""
+    if "geometry" in config:
+        return config["geometry"]
     size = config["image_size"]
+    return {"image_size": [size, size], "long_side": None, "pad_multiple": 1}
+
+
+def network_size(config: dict[str, Any], height: int, width: int) -> tuple[int, int, int, int]:
+    """An input of (height, width) as the network sees it: resized as preprocess resized the
+    training images to (h, w), then padded to (H, W), multiples of pad_multiple."""
+    geometry = _geometry(config)
+    if geometry["image_size"] is not None:
+        h, w = geometry["image_size"]
+    else:
+        scale = geometry["long_side"] / max(height, width)
+        h, w = max(1, round(height * scale)), max(1, round(width * scale))
+    m = geometry["pad_multiple"]
+    return h, w, -(-h // m) * m, -(-w // m) * m
+
+
+def _masked_argmax(logits: torch.Tensor, config: dict[str, Any]) -> torch.Tensor:
+    """Class ids, never an ignored class (their channels are out of the argmax)."""
+    ignored = config.get("ignore_ids") or []
+    if ignored:
+        logits = logits.clone()
+        logits[:, ignored] = float("-inf")
+    return logits.argmax(1).to(torch.uint8)
+
+
+def _logits(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        return model(x).float()
+
+
+def _pad(x: torch.Tensor, height: int, width: int, config: dict[str, Any]) -> torch.Tensor:
+    """Standardised (B, C, h, w) on a (height, width) canvas whose padding is what
+    preprocess's padding (uint8 0) standardises to, as in training."""
+    if x.shape[-2:] == (height, width):
+        return x
+    mean, std = (torch.tensor(config[k], device=x.device) for k in ("mean", "std"))
+    canvas = (-mean / std).view(1, -1, 1, 1).expand(len(x), -1, height, width).clone()
+    canvas[..., :x.shape[-2], :x.shape[-1]] = x
+    return canvas
+
+
+@torch.inference_mode()
+def predict_canvas(model: nn.Module, images: torch.Tensor, config: dict[str, Any],
+                   device: torch.device) -> torch.Tensor:
+    """(B, H, W, C) uint8 preprocessed canvases (the network's own input size) -> (B, H, W)
+    uint8 class ids on the device."""
+    x = standardise(images.to(device, non_blocking=True), config["mean"], config["std"])
+    return _masked_argmax(_logits(model, x, device), config)
+
+
+@torch.inference_mode()
+def predict_masks(model: nn.Module, images: np.ndarray, config: dict[str, Any],
+                  batch_size: int, device: torch.device) -> np.ndarray:
+    """(N, H, W, C) uint8 images of any one size -> (N, H, W) uint8 class ids at that size.
+
+    Each batch is resized as preprocess resized the training data, padded at the bottom and
+    right to the network's multiple, predicted whole, cropped, and its logits resized back."""
+    height, width = images.shape[1:3]
+    h, w, padded_h, padded_w = network_size(config, height, width)
     out = []
     for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(images[start:start + batch_size]).to(device)
-        x = standardise(batch, config["mean"], config["std"])
-        in_size = x.shape[-2:]
-        if tuple(in_size) != (size, size):  # the model was trained at size x size
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(x).float()
-        if tuple(in_size) != (size, size):
-            logits = F.interpolate(logits, size=tuple(in_size), mode="bilinear")
-        out.append(logits.argmax(1).to(torch.uint8).cpu().numpy())
+        batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))
+        x = standardise(batch.to(device), config["mean"], config["std"])
+        if (h, w) != (height, width):
+            x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True)
+        x = _pad(x, padded_h, padded_w, config)
+        logits = _logits(model, x, device)[..., :h, :w]
+        if (h, w) != (height, width):
+            logits = F.interpolate(logits, size=(height, width), mode="bilinear")
+        out.append(_masked_argmax(logits, config).cpu().numpy())
     return np.concatenate(out)

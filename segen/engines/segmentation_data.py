@@ -1,0 +1,91 @@
+"""The supervised segmenters' input pipeline: a Dataset over the preprocess memmaps (one
+pair read per item, so memory does not grow with the dataset), torchvision transforms v2
+applied jointly to the image and its mask, and the DataLoader settings per device.
+
+Shapes: items are (C, H, W) uint8 images and (H, W) int64 masks (IGNORE_INDEX: ignored).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from models.labels import IGNORE_INDEX
+from segen.config import height_width
+from segen.data.arrays import open_split
+from segen.pipeline.store import StageResult
+
+
+class PairDataset(Dataset):
+    """Rows of memory-mapped (N, H, W, C) images and (N, H, W) masks, read one at a time."""
+
+    def __init__(self, images: np.ndarray, masks: np.ndarray, rows: Sequence[int],
+                 transform: Any = None):
+        self.images, self.masks, self.rows, self.transform = images, masks, list(rows), transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        row = self.rows[i]
+        image = tv_tensors.Image(torch.from_numpy(np.array(self.images[row])).permute(2, 0, 1))
+        mask = tv_tensors.Mask(torch.from_numpy(self.masks[row].astype(np.int64)))
+        if self.transform is not None:
+            image, mask = self.transform(image, mask)
+        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+
+
+class RandomTurn(v2.Transform):
+    """A random multiple of 90 degrees, the same for the image and its mask (lossless, unlike
+    v2.RandomRotation's resampling); only square inputs keep their shape, so only those."""
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"turns": int(torch.randint(0, 4, ()))}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if inpt.shape[-1] != inpt.shape[-2] or not params["turns"]:
+            return inpt
+        return tv_tensors.wrap(inpt.rot90(params["turns"], (-2, -1)), like=inpt)
+
+
+def train_transform(crop_size: int | list[int] | None, augment: bool) -> v2.Compose | None:
+    """Random crops (padded with the ignored label where an image is smaller), then flips and
+    turns; None when there is nothing to do."""
+    steps: list[Any] = []
+    if crop_size:
+        steps.append(v2.RandomCrop(height_width(crop_size), pad_if_needed=True,
+                                   fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}))
+    if augment:
+        steps += [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(), RandomTurn()]
+    return v2.Compose(steps) if steps else None
+
+
+def split_dataset(prepared: StageResult, split: str | None, transform: Any = None
+                  ) -> PairDataset:
+    images, masks, rows = open_split(prepared, split)
+    return PairDataset(images, masks, rows, transform)
+
+
+def train_dataset(prepared: StageResult, extra: StageResult | None, transform: Any) -> Dataset:
+    """The train split, and every pair of an extra folder (synthesize_pairs) after it."""
+    train = split_dataset(prepared, "train", transform)
+    return train if extra is None else ConcatDataset([train, split_dataset(extra, None, transform)])
+
+
+def loader(dataset: Dataset, batch_size: int, device: torch.device, *,
+           generator: torch.Generator | None) -> DataLoader:
+    """Shuffled (generator given: the seeded order, restorable) or ordered batches.
+
+    On CUDA, worker processes decode and augment while the GPU computes, into pinned memory
+    for asynchronous copies. On the CPU the same cores train, and workers would only take
+    them from the model (measured in bench/train_throughput.py): batches are made in the
+    training process."""
+    cuda = device.type == "cuda"
+    workers = min(4, max(1, (torch.get_num_threads() or 2) - 1)) if cuda else 0
+    return DataLoader(dataset, batch_size=batch_size, shuffle=generator is not None,
+                      generator=generator, num_workers=workers, pin_memory=cuda,
+                      persistent_workers=workers > 0, drop_last=False)
