@@ -116,10 +116,9 @@ class PreprocessParams:
 
 
 @_section
-class UNetParams:
-    """U-Net architecture and its training (Ronneberger et al. 2015)."""
-    depth: Annotated[Int, Field(ge=1, le=6)]
-    base_width: Count
+class SegmenterTrainingParams:
+    """How a supervised segmenter trains: the recipe the U-Net and the torchvision model
+    share (one trainer, segen.engines.unet_trainer)."""
     epochs: Count
     batch_size: Count
     lr: Rate
@@ -129,6 +128,16 @@ class UNetParams:
     # random training crops: an int (square) or [height, width]; null: whole images
     crop_size: Size | HeightWidth | None
     seed: Seed
+    section: ClassVar[str]  # its section in params.yaml; subclasses also give an `arch`
+
+
+@_section
+class UNetParams(SegmenterTrainingParams):
+    """U-Net architecture and its training (Ronneberger et al. 2015)."""
+    depth: Annotated[Int, Field(ge=1, le=6)]
+    base_width: Count
+    section: ClassVar[str] = "unet"
+    arch: ClassVar[str] = "unet"  # models.segmentation's name for it
 
     @model_validator(mode="after")
     def _crop(self) -> UNetParams:
@@ -138,6 +147,21 @@ class UNetParams:
             expected = f"null or sides that are multiples of 2**depth = {multiple}"
             _fail(("crop_size", self.crop_size, expected))
         return self
+
+
+# models.segmentation.SEGMENTERS minus the U-Net (a test keeps the two lists equal; this
+# module does not import torch)
+TorchvisionArch = Literal["deeplabv3_resnet18", "deeplabv3_resnet50", "fcn_resnet50",
+                          "lraspp_mobilenet_v3_large"]
+
+
+@_section
+class TorchvisionParams(SegmenterTrainingParams):
+    """A torchvision segmentation network, untrained (weights=None, weights_backbone=None),
+    trained by the U-Net's recipe: DeepLabV3 (Chen et al. 2017), FCN (Long et al. 2015) or
+    LRASPP (Howard et al. 2019)."""
+    arch: TorchvisionArch
+    section: ClassVar[str] = "torchvision"
 
 
 @_section
@@ -195,6 +219,12 @@ class ClusterEvaluateParams:
     silhouette_colour: Colour  # the one space every segmenter's silhouette is taken in
     seed: Seed
     grid_images: Count
+
+
+@_section
+class RegisterTorchvisionParams(RegisterParams):
+    """Registration of the torchvision segmenter in the MLflow model registry."""
+    section: ClassVar[str] = "register_torchvision"
 
 
 @_section
@@ -398,6 +428,8 @@ class Params:
     unet: UNetParams
     evaluate: EvaluateParams
     register: RegisterParams
+    torchvision: TorchvisionParams
+    register_torchvision: RegisterTorchvisionParams
     mlflow: MlflowParams
     kmeans: KMeansParams
     dbscan: DBSCANParams
@@ -422,17 +454,19 @@ class Params:
     @model_validator(mode="after")
     def _across_sections(self) -> Params:
         problems = []
-        pre, depth, crop = self.preprocess, self.unet.depth, self.unet.crop_size
+        pre, depth = self.preprocess, self.unet.depth
         # The U-Net pools depth times, and each upsampling must restore the skip's exact size
         # (models/unet.py required_multiple): the canvas is a multiple of pad_multiple.
         if pre.pad_multiple % 2 ** depth:
             expected = f"a multiple of 2**unet.depth = {2 ** depth}"
             problems.append(("preprocess.pad_multiple", pre.pad_multiple, expected))
-        if crop and pre.image_size is not None:  # crops are cut from the preprocessed images
-            size = height_width(pre.image_size)
-            if any(c > s for c, s in zip(height_width(crop), size)):
-                expected = f"null or sides <= preprocess.image_size = {list(size)}"
-                problems.append(("unet.crop_size", crop, expected))
+        for section in (self.unet, self.torchvision):
+            crop = section.crop_size
+            if crop and pre.image_size is not None:  # crops are cut from the preprocessed images
+                size = height_width(pre.image_size)
+                if any(c > s for c, s in zip(height_width(crop), size)):
+                    expected = f"null or sides <= preprocess.image_size = {list(size)}"
+                    problems.append((f"{section.section}.crop_size", crop, expected))
         # The default dataset's split, as tasks/preprocess.py split_indices takes it (val and
         # test get at least one image each), must leave images to train on.
         n, fractions = self.dataset.n_images, self.preprocess

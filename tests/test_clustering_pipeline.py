@@ -43,10 +43,14 @@ def test_clustering_stages_run_cache_register_and_compare(tiny_project: Path, ru
     assert "inertia_per_pixel" in models["test-kmeans"]["metrics"]
     assert "noise_fraction" in models["test-dbscan"]["metrics"]
     rows = {r["model"]: r for r in first["comparison"]}
-    assert list(rows) == ["unet", "kmeans", "dbscan"]
+    assert list(rows) == ["unet", "torchvision", "kmeans", "dbscan"]
     for row in rows.values():
         assert 0.0 <= row["mean_iou"] <= 1.0 and row["seconds_per_image"] > 0
-    assert rows["unet"]["mean_iou"] == pytest.approx(models["test-unet"]["metrics"]["mean_iou"])
+    for kind in ("unet", "torchvision"):  # the comparison scores what evaluate_<kind> scored
+        registered = models[f"test-{kind}"]
+        assert rows[kind]["mean_iou"] == pytest.approx(registered["metrics"]["mean_iou"])
+        assert rows[kind]["registered"] == f"test-{kind} v{registered['version']}"
+    assert rows["torchvision"]["arch"] == "lraspp_mobilenet_v3_large"
 
     # registered with the U-Net's lineage, loadable and callable
     client = _client(tiny_project)

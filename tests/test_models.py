@@ -130,3 +130,14 @@ def test_segmenters_are_created_by_name() -> None:
     assert net(torch.zeros(1, 3, 16, 16)).shape == (1, 4, 16, 16)
     with pytest.raises(ValueError, match="unknown segmentation model .unet3d.; known: .*unet"):
         create("unet3d")
+
+
+def test_params_name_every_torchvision_arch() -> None:
+    """params.yaml's torchvision.arch choices are the registry's networks other than the
+    U-Net (config.py spells them out so that reading params.yaml does not import torch)."""
+    import typing
+
+    from models.segmentation import SEGMENTERS
+    from segen.config import TorchvisionArch
+
+    assert set(typing.get_args(TorchvisionArch)) == set(SEGMENTERS) - {"unet"}

@@ -30,7 +30,7 @@ def _error(tmp_path: Path, mutate) -> str:
 def test_typo_key_names_the_path_and_suggests_the_right_one(tmp_path: Path) -> None:
     message = _error(tmp_path, lambda r: r["unet"].update(epochz=r["unet"].pop("epochs")))
     assert "unet.epochz: unknown key; did you mean epochs?" in message
-    assert "expected one of depth, base_width, epochs," in message
+    assert "expected one of epochs, batch_size, lr," in message and "depth, base_width" in message
     assert "unet.epochs: missing key" in message  # the typo also leaves epochs unset
 
 
@@ -155,7 +155,7 @@ def test_nested_section_and_gate_metric(tmp_path: Path) -> None:
 
 def test_section_that_is_not_a_mapping(tmp_path: Path) -> None:
     message = _error(tmp_path, lambda r: r.update(unet=None))
-    assert "unet: expected a mapping of depth, base_width," in message and "got null" in message
+    assert "unet: expected a mapping of epochs, batch_size," in message and "got null" in message
 
 
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:

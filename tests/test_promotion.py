@@ -117,6 +117,7 @@ def test_families_follow_the_register_sections():
 
     params = load_params(Path(__file__).resolve().parent.parent / "params.yaml")
     assert family_of(params, params.register.model_name).name == "segmentation"
+    assert family_of(params, params.register_torchvision.model_name).name == "segmentation"
     assert family_of(params, params.register_dbscan.model_name).name == "clustering"
     generation = family_of(params, params.register_generative.model_prefix + "dcgan")
     assert (generation.name, generation.higher_is_better) == ("generation", False)

@@ -84,8 +84,11 @@ def loader(dataset: Dataset, batch_size: int, device: torch.device, *,
     for asynchronous copies. On the CPU the same cores train, and workers would only take
     them from the model (measured in bench/train_throughput.py): batches are made in the
     training process."""
-    cuda = device.type == "cuda"
+    cuda, shuffled = device.type == "cuda", generator is not None
     workers = min(4, max(1, (torch.get_num_threads() or 2) - 1)) if cuda else 0
-    return DataLoader(dataset, batch_size=batch_size, shuffle=generator is not None,
+    # A training batch of one image cannot train BatchNorm after global pooling (DeepLabV3's
+    # ASPP): such a last batch is dropped (its image is in the next epoch's other batches).
+    drop_last = shuffled and len(dataset) % batch_size == 1 and len(dataset) > 1
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffled,
                       generator=generator, num_workers=workers, pin_memory=cuda,
-                      persistent_workers=workers > 0, drop_last=False)
+                      persistent_workers=workers > 0, drop_last=drop_last)

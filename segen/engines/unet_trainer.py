@@ -2,7 +2,6 @@
 one trainer for every network of models.segmentation; imported only when a stage runs)."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ from tqdm.auto import tqdm
 
 from models.losses import ce_dice_loss
 from models.metrics import SegmentationAccumulator
-from segen.config import UNetParams, as_dict, height_width
+from segen.config import SegmenterTrainingParams, as_dict, height_width
 from segen.data.arrays import dataset_meta
 from segen.engines.loop import discard_checkpoint, run_epochs
 from segen.engines.segmentation_data import (
@@ -24,22 +23,22 @@ from segen.pipeline.store import StageResult
 from segen.project import Project
 from segen.serving.device import pick_device
 from segen.serving.images import standardise
-from segen.serving.unet import build_segmenter, save_segmenter
+from segen.serving.unet import ARCH_FIELDS, build_segmenter, save_segmenter
 
 
-def unet_config(meta: dict[str, Any], params: UNetParams) -> dict[str, Any]:
+def segmenter_config(meta: dict[str, Any], params: SegmenterTrainingParams) -> dict[str, Any]:
     """Everything needed to rebuild the model and its input pipeline at inference."""
-    return {"arch": "unet", "in_channels": meta["channels"], "classes": meta["classes"],
-            "ignore_ids": meta["ignore_ids"], "depth": params.depth,
-            "base_width": params.base_width, "geometry": meta["geometry"],
-            "height": meta["height"], "width": meta["width"],
+    return {"arch": params.arch, "in_channels": meta["channels"], "classes": meta["classes"],
+            "ignore_ids": meta["ignore_ids"],
+            **{k: getattr(params, k) for k in ARCH_FIELDS.get(params.arch, ())},
+            "geometry": meta["geometry"], "height": meta["height"], "width": meta["width"],
             "mean": meta["mean"], "std": meta["std"]}
 
 
 class Trainer:
     """One training run: model, optimiser, schedule and RNG, restorable from a checkpoint."""
 
-    def __init__(self, config: dict[str, Any], params: UNetParams, steps: int,
+    def __init__(self, config: dict[str, Any], params: SegmenterTrainingParams,
                  train: Any, val: Any, class_weights: list[float] | None):
         self.params, self.config = params, config
         self.device = pick_device()
@@ -57,6 +56,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=params.lr,
                                            weight_decay=params.weight_decay)
         # Cosine decay over the whole run: a fixed recipe, so no extra knob in params.yaml.
+        steps = params.epochs * len(self.train)
         self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=steps)
         self.epoch = 0
 
@@ -125,38 +125,39 @@ class Trainer:
                 "val_mean_dice": result["mean_dice"]}
 
 
-def fit(project: Project, preprocess: StageResult, unet: UNetParams, out: Path,
+def fit(project: Project, preprocess: StageResult, params: SegmenterTrainingParams, out: Path,
         key: str, *, stage: str = "train_unet", extra_train: StageResult | None = None,
         tags: dict[str, str] | None = None) -> dict[str, Any]:
-    """Train, or resume from the checkpoint of this key; writes model.pt + model.json to out.
+    """Train params.arch, or resume from the checkpoint of this key; writes model.pt +
+    model.json to out.
 
     extra_train: a folder of pairs in the preprocess layout (synthesize_pairs) added to the
     train split; normalisation stays that of the real train split.
     """
     meta = dataset_meta(preprocess)
-    _check_crop(unet, meta)
-    train = train_dataset(preprocess, extra_train, train_transform(unet.crop_size, unet.augment))
-    steps = unet.epochs * math.ceil(len(train) / unet.batch_size)
-    trainer = Trainer(unet_config(meta, unet), unet, steps, train,
+    _check_crop(params, meta)
+    train = train_dataset(preprocess, extra_train,
+                          train_transform(params.crop_size, params.augment))
+    trainer = Trainer(segmenter_config(meta, params), params, train,
                       split_dataset(preprocess, "val"), meta.get("class_weights"))
-    tags = {"segen.stage": stage, "segen.stage_key": key,
+    tags = {"segen.stage": stage, "segen.stage_key": key, "segen.arch": params.arch,
             "segen.data_version": meta["data_version"], **(tags or {})}
-    done = run_epochs(project, stage, key, trainer, unet.epochs,
+    done = run_epochs(project, stage, key, trainer, params.epochs,
                       images_per_epoch=len(train), tags=tags,
-                      params={f"unet.{k}": v for k, v in as_dict(unet).items()},
+                      params={f"{params.section}.{k}": v for k, v in as_dict(params).items()},
                       end_of_epoch=lambda trainer, losses, run: trainer.validate())
     save_segmenter(trainer.model.cpu(), trainer.config, out)
     discard_checkpoint(project, stage, key)
-    epochs_run = unet.epochs - done.resumed_from
+    epochs_run = params.epochs - done.resumed_from
     return {
-        "mlflow_run_id": done.run_id, "device": trainer.device.type, "epochs": unet.epochs,
-        "resumed_from_epoch": done.resumed_from, "final": done.metrics,
+        "mlflow_run_id": done.run_id, "device": trainer.device.type, "arch": params.arch,
+        "epochs": params.epochs, "resumed_from_epoch": done.resumed_from, "final": done.metrics,
         "train_images_per_second": epochs_run * len(train) / max(done.train_seconds, 1e-9)}
 
 
-def _check_crop(params: UNetParams, meta: dict[str, Any]) -> None:
-    canvas = (meta["height"], meta["width"])
+def _check_crop(params: SegmenterTrainingParams, meta: dict[str, Any]) -> None:
+    canvas, key = (meta["height"], meta["width"]), f"{params.section}.crop_size"
     if params.crop_size and any(c > s for c, s in zip(height_width(params.crop_size), canvas)):
-        raise ValueError(f"unet.crop_size={params.crop_size} is larger than the preprocessed "
-                         f"images ({canvas[0]}x{canvas[1]} px). Lower unet.crop_size or raise "
+        raise ValueError(f"{key}={params.crop_size} is larger than the preprocessed images "
+                         f"({canvas[0]}x{canvas[1]} px). Lower {key} or raise "
                          "preprocess.image_size / long_side in params.yaml.")

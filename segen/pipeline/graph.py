@@ -20,9 +20,26 @@ class StageSpec:
         return STAGE_DESCRIPTIONS[self.name]
 
 
+# The supervised segmenters (models.segmentation), one trainer for both: kind -> its
+# training section and its register section in params.yaml.
+SUPERVISED_KINDS = {"unet": ("unet", "register"),
+                    "torchvision": ("torchvision", "register_torchvision")}
 CLUSTERING_KINDS = ("kmeans", "dbscan")  # pixel-clustering segmenters (models/clustering.py)
 # The generative models (models/generative); their stages come from one factory.
 GENERATIVE_KINDS = ("gan", "dcgan", "wgan_gp", "vae", "cgan", "cvae", "pix2pix", "cyclegan")
+
+
+def _supervised_stages(kind: str) -> tuple[StageSpec, ...]:
+    """train/evaluate/register of one supervised segmenter (kind: unet or torchvision)."""
+    train, register = SUPERVISED_KINDS[kind]
+    return (
+        StageSpec(f"train_{kind}", ("preprocess",), (train,), needs_masks=True),
+        StageSpec(f"evaluate_{kind}", ("preprocess", f"train_{kind}"), ("evaluate",),
+                  needs_masks=True),
+        StageSpec(f"register_{kind}",
+                  ("version_data", "preprocess", f"train_{kind}", f"evaluate_{kind}"),
+                  (register,), needs_masks=True),
+    )
 
 
 def _clustering_stages(kind: str) -> tuple[StageSpec, ...]:
@@ -55,17 +72,16 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in (
     StageSpec("version_data", (), ("data",)),
     StageSpec("validate", ("version_data",), ("validate",)),
     StageSpec("preprocess", ("version_data", "validate"), ("preprocess",)),
-    StageSpec("train_unet", ("preprocess",), ("unet",), needs_masks=True),
-    StageSpec("evaluate_unet", ("preprocess", "train_unet"), ("evaluate",), needs_masks=True),
-    StageSpec("register_unet", ("version_data", "preprocess", "train_unet", "evaluate_unet"),
-              ("register",), needs_masks=True),
+    *(stage_spec for kind in SUPERVISED_KINDS for stage_spec in _supervised_stages(kind)),
     StageSpec("train_feature_extractor", ("preprocess",),
               ("generative", "feature_extractor", "generative_evaluate")),
     *(stage_spec for kind in GENERATIVE_KINDS for stage_spec in _generative_stages(kind)),
     *(stage_spec for kind in CLUSTERING_KINDS for stage_spec in _clustering_stages(kind)),
     StageSpec("compare_segmenters",
-              ("version_data", "preprocess", "train_unet", "register_unet", "evaluate_kmeans",
-               "register_kmeans", "evaluate_dbscan", "register_dbscan"),
+              ("version_data", "preprocess",
+               *(f"{step}_{kind}" for kind in SUPERVISED_KINDS for step in ("train", "register")),
+               *(f"{step}_{kind}" for kind in CLUSTERING_KINDS
+                 for step in ("evaluate", "register"))),
               ("evaluate", "cluster_evaluate"), needs_masks=True),
     # synthetic pairs for the U-Net (off unless synthetic.enabled)
     StageSpec("synthesize_pairs", ("preprocess", "train_pix2pix", "register_pix2pix"),
@@ -84,13 +100,18 @@ STAGE_DESCRIPTIONS = {
     "train_unet": "train the U-Net (AdamW, CE + Dice), checkpoint every epoch, resumable",
     "evaluate_unet": "per-class and mean IoU/Dice, pixel accuracy, prediction grid",
     "register_unet": "log run, model and lineage to MLflow; register a model version",
+    "train_torchvision": "train the torchvision segmenter (torchvision.arch, untrained) by the "
+                         "U-Net's recipe, checkpoint every epoch, resumable",
+    "evaluate_torchvision": "per-class and mean IoU/Dice, pixel accuracy, prediction grid",
+    "register_torchvision": "log run, model and lineage of the torchvision segmenter to MLflow",
     "train_kmeans": "fit K-means (k-means++) on pixel colour/position of the training split",
     "evaluate_kmeans": "silhouette, inertia, ARI and IoU after Hungarian matching; grid",
     "register_kmeans": "log run, pyfunc and lineage of the K-means segmenter to MLflow",
     "train_dbscan": "fit DBSCAN on a bounded pixel sample of the training split",
     "evaluate_dbscan": "silhouette, noise, ARI and IoU after Hungarian matching; grid",
     "register_dbscan": "log run, pyfunc and lineage of the DBSCAN segmenter to MLflow",
-    "compare_segmenters": "U-Net, K-means and DBSCAN side by side on the test split",
+    "compare_segmenters": "U-Net, torchvision model, K-means and DBSCAN side by side on "
+                          "the test split",
     "train_feature_extractor": "train and pin the classifier FID/KID are measured with; "
                                "floor and ceiling references",
     **{f"train_{kind}": f"train the {kind} generator, checkpoint every epoch, stop on divergence"

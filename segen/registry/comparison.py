@@ -1,8 +1,8 @@
-"""The comparison behind compare_segmenters: the U-Net, K-means and DBSCAN side by side on
-the same test split (imported only when it runs: torch for the U-Net's predictions).
+"""The comparison behind compare_segmenters: the U-Net, the torchvision model, K-means and
+DBSCAN side by side on the same test split (imported only when it runs: torch for the U-Net's predictions).
 
 Every row is scored by the same code (tasks.cluster_evaluation.label_map_scores) on the
-same images: the U-Net's labels are class ids already, the clusters are named by
+same images: the networks' labels are class ids already, the clusters are named by
 Hungarian matching. Pixels whose mask holds IGNORE_INDEX (an ignored class, padding) are
 out of every score (label_map_scores). seconds_per_image is prediction alone (fitting and training are the
 train stages' business; a per_image segmenter's fits are part of its prediction).
@@ -21,6 +21,7 @@ from segen.config import ClusterEvaluateParams, EvaluateParams
 from segen.data.arrays import dataset_meta, load_arrays
 from segen.engines.cluster_evaluation import label_map_scores
 from segen.hashing import hash_json
+from segen.pipeline.graph import CLUSTERING_KINDS, SUPERVISED_KINDS
 from segen.pipeline.store import StageResult
 from segen.project import Project
 from segen.registry.registration import lineage_tags
@@ -29,23 +30,32 @@ from segen.tracking import start_run
 COLUMNS = ("mean_iou", "pixel_accuracy", "ari", "silhouette", "seconds_per_image")
 
 
-def unet_row(preprocess: StageResult, train_unet: StageResult, evaluate: EvaluateParams,
-             params: ClusterEvaluateParams) -> dict[str, Any]:
-    """The U-Net's scores on the test split, predicted (and timed) here."""
+def supervised_row(preprocess: StageResult, trained: StageResult, evaluate: EvaluateParams,
+                   params: ClusterEvaluateParams) -> dict[str, Any]:
+    """A trained network's scores on the test split, predicted (and timed) here on the
+    preprocessed canvases, the network's own input."""
+    import torch
+
     from segen.serving.device import pick_device
-    from segen.serving.unet import load_unet, predict_masks
+    from segen.serving.unet import load_segmenter, predict_canvas
 
     images, masks = load_arrays(preprocess, "test")
     device = pick_device()
-    model, config = load_unet(Path(train_unet.path), device)
-    predict_masks(model, images[:evaluate.batch_size], config, evaluate.batch_size, device)  # warm
+    model, config = load_segmenter(Path(trained.path), device)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return predict_canvas(model, torch.from_numpy(batch), config, device).cpu().numpy()
+
+    predict(images[:evaluate.batch_size])  # warm-up, out of the timing
     start = time.perf_counter()
-    pred = predict_masks(model, images, config, evaluate.batch_size, device)
+    pred = np.concatenate([predict(images[i:i + evaluate.batch_size])
+                           for i in range(0, len(images), evaluate.batch_size)])
     seconds = time.perf_counter() - start
     scores, _, _ = label_map_scores(pred, masks, images, len(config["classes"]), params,
                                     "classes")
     return {**{k: scores[k] for k in COLUMNS if k in scores},
-            "seconds_per_image": seconds / len(images), "matching": "classes"}
+            "seconds_per_image": seconds / len(images), "matching": "classes",
+            "arch": config.get("arch", "unet")}
 
 
 def clustering_row(evaluation: StageResult) -> dict[str, Any]:
@@ -63,9 +73,10 @@ def compare(project: Project, upstream: dict[str, StageResult], evaluate: Evalua
     import mlflow
 
     rows = []
-    for model in ("unet", "kmeans", "dbscan"):
-        if model == "unet":
-            row = unet_row(upstream["preprocess"], upstream["train_unet"], evaluate, params)
+    for model in (*SUPERVISED_KINDS, *CLUSTERING_KINDS):
+        if model in SUPERVISED_KINDS:
+            row = supervised_row(upstream["preprocess"], upstream[f"train_{model}"], evaluate,
+                                 params)
         else:
             row = clustering_row(upstream[f"evaluate_{model}"])
         registered = upstream[f"register_{model}"].info

@@ -3,7 +3,7 @@ challenger's data version, found through the lineage tags of its model version),
 image is scored on its own, and a paired bootstrap of the mean difference decides.
 
 Families, by registered model name:
-- segmentation (params.register): mean IoU or Dice per image (models.metrics);
+- segmentation (params.register, register_torchvision): mean IoU or Dice per image (models.metrics);
   every family scores only the valid pixels (not IGNORE_INDEX in the masks: no ignored
   class, no padding; an image with none has a NaN score, which the bootstrap drops);
 - clustering (params.register_kmeans / register_dbscan): adjusted Rand index per image
@@ -52,15 +52,17 @@ class TestData:
 def family_of(params: Params, model_name: str) -> Family:
     """The family of a registered model name, from the register sections of params.yaml."""
     gates = params.promote
-    if model_name == params.register.model_name:
-        return Family("segmentation", gates.segmentation, params.register.champion_alias, True)
+    for section in (params.register, params.register_torchvision):
+        if model_name == section.model_name:
+            return Family("segmentation", gates.segmentation, section.champion_alias, True)
     for section in (params.register_kmeans, params.register_dbscan):
         if model_name == section.model_name:
             return Family("clustering", gates.clustering, section.champion_alias, True)
     if generation_kind(params, model_name):
         return Family("generation", gates.generation,
                       params.register_generative.champion_alias, False)
-    known = [params.register.model_name, params.register_kmeans.model_name,
+    known = [params.register.model_name, params.register_torchvision.model_name,
+             params.register_kmeans.model_name,
              params.register_dbscan.model_name,
              f"{params.register_generative.model_prefix}<kind>"]
     raise ValueError(f"model {model_name!r}: no promotion gate for it; the gates cover the "
