@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 EXIT_BAD_INPUT = 2
 # Command groups kept in modules of their own; each defines add_commands(sub, data_sub).
-_COMMAND_MODULES = ("segen.cli.datasets", "segen.cli.generate", "segen.cli.registry",
-                    "segen.cli.lineage", "segen.cli.schedule")
+_COMMAND_MODULES = ("segen.cli.init", "segen.cli.datasets", "segen.cli.generate",
+                    "segen.cli.registry", "segen.cli.lineage", "segen.cli.schedule")
 
 
 def main(argv: list[str] | None = None) -> int:

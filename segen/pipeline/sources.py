@@ -24,11 +24,16 @@ from typing import Iterable
 from segen.hashing import hash_bytes, hash_json
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: segen/, tasks/, flows/, models/
+# segen's own packages. Installed from a wheel, ROOT is site-packages, where every other
+# package sits beside these: only these are segen's code (else torch's files would be hashed).
+PACKAGES = ("segen", "tasks", "models", "flows")
 
 
 @functools.lru_cache(maxsize=None)  # a module's file does not move within one process
 def module_file(name: str) -> Path | None:
     """The .py file of a module of this checkout (a package: its __init__), else None."""
+    if name.split(".")[0] not in PACKAGES:
+        return None
     base = ROOT.joinpath(*name.split("."))
     for path in (base.with_suffix(".py"), base / "__init__.py"):
         if path.is_file():
@@ -193,7 +198,7 @@ def _stage_sources(module: str, function: str, stamps: tuple) -> tuple[str, tupl
 
 def _stamps() -> tuple:
     """Every .py file's path and stamp in the code folders: a cheap change detector."""
-    return tuple((str(p), *_stamp(p)) for folder in ("segen", "tasks", "models", "flows")
+    return tuple((str(p), *_stamp(p)) for folder in PACKAGES
                  for p in sorted((ROOT / folder).rglob("*.py")))
 
 
