@@ -82,6 +82,9 @@ class DataParams:
 class ValidateParams:
     """Dataset checks run before any training."""
     min_class_fraction: Annotated[Float, Field(ge=0, lt=1)]  # rarer classes: a warning
+    # Larger images are refused by every reader of user files (import, data add, validate,
+    # predict, generate --mask) before they are decoded: decompression bombs.
+    max_image_pixels: Annotated[Int, Field(ge=1024)]
 
 
 Size = Annotated[Int, Field(ge=16)]

@@ -33,7 +33,8 @@ def validate(project: Project, version_data: StageResult, validate: ValidatePara
         validate_dataset,
     )
 
-    report = validate_dataset(project.data, min_class_fraction=validate.min_class_fraction)
+    report = validate_dataset(project.data, min_class_fraction=validate.min_class_fraction,
+                              max_pixels=validate.max_image_pixels)
     text = report.format()
     write_atomic(project.state / "reports" / "validation.txt", text)
     if not report.ok:

@@ -27,6 +27,9 @@ os.environ.update({
     "PREFECT_UI_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING",
 })
 
+# The default validate.max_image_pixels, for tests that call the readers of user files.
+MAX_PIXELS = yaml.safe_load((REPO / "params.yaml").read_text())["validate"]["max_image_pixels"]
+
 # Small enough that a whole pipeline trains in seconds on 2 CPU cores.
 TINY = {
     "dataset": {"n_images": 40, "image_size": 32},

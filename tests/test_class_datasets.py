@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import init_project, segen_cli
+from conftest import MAX_PIXELS, init_project, segen_cli
 from PIL import Image
 
 from segen.data.class_importers import ImportClassesError, import_classes, import_digits
@@ -34,7 +34,7 @@ def _tree(root: Path, mode: str = "RGB") -> Path:
 
 
 def _validate(data: Path) -> ValidationReport:
-    return validate_dataset(data, min_class_fraction=MIN_FRACTION)
+    return validate_dataset(data, min_class_fraction=MIN_FRACTION, max_pixels=MAX_PIXELS)
 
 
 def _hashes(root: Path) -> dict[str, str]:
@@ -43,7 +43,7 @@ def _hashes(root: Path) -> dict[str, str]:
 
 
 def test_import_classes_layout_and_validation(tmp_path: Path) -> None:
-    summary = import_classes(_tree(tmp_path / "in"), tmp_path / "data")
+    summary = import_classes(_tree(tmp_path / "in"), tmp_path / "data", max_pixels=MAX_PIXELS)
     assert summary.classes == ["cat", "dog", "owl"] and summary.image_mode == "RGB"
     assert summary.per_class == {"cat": 2, "dog": 3, "owl": 2} and summary.n_images == 7
     assert summary.skipped == ["dog/notes.txt"] and "7 RGB images in 3 classes" in str(summary)
@@ -65,7 +65,7 @@ def test_import_classes_layout_and_validation(tmp_path: Path) -> None:
 
 
 def test_greyscale_tree_stays_greyscale(tmp_path: Path) -> None:
-    summary = import_classes(_tree(tmp_path / "in", mode="L"), tmp_path / "data")
+    summary = import_classes(_tree(tmp_path / "in", mode="L"), tmp_path / "data", max_pixels=MAX_PIXELS)
     assert summary.image_mode == "L"
     assert {Image.open(p).mode for p in (tmp_path / "data/images").iterdir()} == {"L"}
 
@@ -93,12 +93,12 @@ def _empty(root: Path) -> str:
 def test_bad_folders_name_the_file_and_leave_data_untouched(tmp_path: Path, breakage,
                                                             reason: str) -> None:
     data = tmp_path / "data"
-    import_classes(_tree(tmp_path / "old"), data)
+    import_classes(_tree(tmp_path / "old"), data, max_pixels=MAX_PIXELS)
     before = _hashes(data)
     root = _tree(tmp_path / "in")
     named = breakage(root)
     with pytest.raises(ImportClassesError, match=reason) as err:
-        import_classes(root, data)
+        import_classes(root, data, max_pixels=MAX_PIXELS)
     assert named in str(err.value)
     assert _hashes(data) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "in", "old"]  # no temp left
@@ -108,13 +108,13 @@ def test_one_class_or_source_inside_data_is_refused(tmp_path: Path) -> None:
     root = _tree(tmp_path / "in")
     shutil.rmtree(root / "cat"), shutil.rmtree(root / "owl")
     with pytest.raises(ImportClassesError, match="at least two"):
-        import_classes(root, tmp_path / "data")
+        import_classes(root, tmp_path / "data", max_pixels=MAX_PIXELS)
     with pytest.raises(ImportClassesError, match="inside"):
-        import_classes(root, tmp_path)
+        import_classes(root, tmp_path, max_pixels=MAX_PIXELS)
 
 
 def test_validation_without_masks(tmp_path: Path) -> None:
-    import_classes(_tree(tmp_path / "in"), tmp_path / "data")
+    import_classes(_tree(tmp_path / "in"), tmp_path / "data", max_pixels=MAX_PIXELS)
     data = tmp_path / "data"
     manifest = pd.read_csv(data / "manifest.csv", dtype=str, keep_default_na=False)
     drop = manifest["label"] == "0"  # cat: now no images
@@ -133,7 +133,7 @@ def test_validation_without_masks(tmp_path: Path) -> None:
 
 
 def test_builtin_digits(tmp_path: Path) -> None:
-    summary = import_digits(tmp_path / "data")
+    summary = import_digits(tmp_path / "data", max_pixels=MAX_PIXELS)
     assert summary.n_images == 1797 and summary.classes == [str(d) for d in range(10)]
     assert summary.image_mode == "L" and sum(summary.per_class.values()) == 1797
     image = Image.open(tmp_path / "data/images/0_0000.png")
@@ -152,7 +152,7 @@ def test_preprocess_without_masks(tmp_path: Path) -> None:
     from segen.project import Project
     from tasks.data import preprocess
 
-    import_classes(_tree(tmp_path / "in", mode="L"), tmp_path / "proj" / "data")
+    import_classes(_tree(tmp_path / "in", mode="L"), tmp_path / "proj" / "data", max_pixels=MAX_PIXELS)
     upstream = {name: StageResult(name, "k", "d", str(tmp_path), {"data_version": "v.dir"})
                 for name in ("version_data", "validate")}
     params = PreprocessParams(image_size=16, long_side=None, pad_multiple=16,

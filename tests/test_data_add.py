@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY, init_project, segen_cli
+from conftest import MAX_PIXELS, TINY, init_project, segen_cli
 from PIL import Image
 
 from segen.config import load_params
@@ -73,7 +73,7 @@ def test_add_pairs_records_a_new_version(versioned: Project, tmp_path: Path) -> 
     assert manifest.iloc[:len(before_rows)]["image"].tolist() == before_rows["image"].tolist()
     np.testing.assert_array_equal(np.asarray(Image.open(versioned.data / "masks/img_00001_2.png")),
                                   np.asarray(Image.open(new / "masks/img_00001.png")))
-    assert validate_dataset(versioned.data, min_class_fraction=0.0).ok
+    assert validate_dataset(versioned.data, min_class_fraction=0.0, max_pixels=MAX_PIXELS).ok
     assert not list(versioned.root.glob(".data-add-*")), "temporary folders left behind"
 
 
@@ -108,10 +108,10 @@ def test_grey_images_join_an_rgb_dataset(versioned: Project, tmp_path: Path) -> 
     new = _new_pairs(tmp_path, n=2)
     for path in (new / "images").iterdir():
         Image.open(path).convert("L").save(path)
-    summary = add_samples(versioned.data, new / "images", new / "masks")
+    summary = add_samples(versioned.data, new / "images", new / "masks", max_pixels=MAX_PIXELS)
     assert summary.n_added == 2 and summary.image_mode == "RGB"
     assert Image.open(versioned.data / f"images/{summary.ids[0]}.png").mode == "RGB"
-    assert validate_dataset(versioned.data, min_class_fraction=0.0).ok
+    assert validate_dataset(versioned.data, min_class_fraction=0.0, max_pixels=MAX_PIXELS).ok
 
 
 def test_class_folders(tmp_path: Path) -> None:
@@ -126,13 +126,13 @@ def test_class_folders(tmp_path: Path) -> None:
     for cls, colour in (("cat", (1, 2, 3)), ("dog", (4, 5, 6))):
         (new / cls).mkdir(parents=True)
         Image.new("RGB", (8, 8), colour).save(new / cls / "x.png")
-    summary = add_samples(data, new, None)
+    summary = add_samples(data, new, None, max_pixels=MAX_PIXELS)
     manifest = pd.read_csv(data / "manifest.csv", dtype=str, keep_default_na=False)
     assert summary.ids == ["cat_x", "dog_x"]
     assert manifest["label"].tolist() == ["1", "0", "1"]
     assert manifest["mask"].tolist() == ["", "", ""]
     with pytest.raises(DataAddError, match="not classes of the dataset"):
         (new / "horse").mkdir()
-        add_samples(data, new, None)
+        add_samples(data, new, None, max_pixels=MAX_PIXELS)
     with pytest.raises(DataAddError, match="class folders"):
-        add_samples(data, new, new)
+        add_samples(data, new, new, max_pixels=MAX_PIXELS)

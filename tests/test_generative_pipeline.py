@@ -7,7 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import init_project, kill_mid_training, segen_cli, statuses, write_params
+from conftest import (
+    MAX_PIXELS,
+    init_project,
+    kill_mid_training,
+    segen_cli,
+    statuses,
+    write_params,
+)
 
 from segen.pipeline.graph import GENERATIVE_KINDS, STAGES
 from segen.pipeline.store import read_pointer
@@ -186,7 +193,7 @@ def _class_folder_data(root: Path) -> None:
         for i in range(12):
             pixels = rng.integers(0, 80, (16, 16, 3)) + 150 * label
             Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i:03d}.png")
-    import_classes(root.parent / "classes-src", root / "data")
+    import_classes(root.parent / "classes-src", root / "data", max_pixels=MAX_PIXELS)
 
 
 @slow

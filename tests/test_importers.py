@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import init_project, segen_cli
+from conftest import MAX_PIXELS, init_project, segen_cli
 from PIL import Image
 
 from segen.data import importers
@@ -52,14 +52,14 @@ def _palette_set(root: Path) -> None:
 def _import_palette(root: Path, text: str, classes: list[str] | None = None
                     ) -> importers.ImportSummary:
     return import_pairs(root / "images", root / "masks", root / "data", classes=classes,
-                        class_map=parse_class_map(text))
+                        class_map=parse_class_map(text), max_pixels=MAX_PIXELS)
 
 
 @needs_isbi
 def test_isbi_import(tmp_path: Path) -> None:
     data = tmp_path / "data"
     summary = import_pairs(ISBI / "image", ISBI / "label", data, classes=["membrane", "cell"],
-                           class_map=None)
+                           class_map=None, max_pixels=MAX_PIXELS)
     assert (summary.n_pairs, summary.mask_kind, summary.image_mode) == (30, "binary", "L")
     assert summary.classes == ["membrane", "cell"] and "30 image/mask pairs" in str(summary)
     manifest, classes = _read(data)
@@ -73,7 +73,7 @@ def test_isbi_import(tmp_path: Path) -> None:
         values |= set(np.unique(np.asarray(mask)).tolist())
     assert values == {0, 1}
     assert set(manifest["label"]) == {1}  # cell interior covers more than membrane everywhere
-    report = validate_dataset(data, min_class_fraction=MIN_FRACTION)
+    report = validate_dataset(data, min_class_fraction=MIN_FRACTION, max_pixels=MAX_PIXELS)
     assert report.ok and report.n_images == 30, report.format()
 
 
@@ -84,7 +84,7 @@ def test_binary_set_replaces_old_data(tmp_path: Path) -> None:
     data = tmp_path / "data"
     (data / "old").mkdir(parents=True)
     summary = import_pairs(tmp_path / "in/img", tmp_path / "in/msk", data, classes=None,
-                           class_map=None)
+                           class_map=None, max_pixels=MAX_PIXELS)
     assert (summary.mask_kind, summary.image_mode) == ("binary", "RGB")
     manifest, classes = _read(data)
     assert classes == ["background", "class_1"] and list(manifest["label"]) == [1, 1]
@@ -92,7 +92,7 @@ def test_binary_set_replaces_old_data(tmp_path: Path) -> None:
     assert set(np.unique(np.asarray(Image.open(data / "masks/x1.png")))) == {0, 1}
     assert not (data / "old").exists()  # the previous data/ was replaced
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "in"]  # no temp leftovers
-    assert validate_dataset(data, min_class_fraction=MIN_FRACTION).ok
+    assert validate_dataset(data, min_class_fraction=MIN_FRACTION, max_pixels=MAX_PIXELS).ok
 
 
 def _grey_set(root: Path, masks: dict[str, np.ndarray]) -> None:
@@ -103,7 +103,7 @@ def _grey_set(root: Path, masks: dict[str, np.ndarray]) -> None:
 
 
 def _import_grey(root: Path, classes: list[str] | None) -> importers.ImportSummary:
-    return import_pairs(root / "i", root / "m", root / "d", classes=classes, class_map=None)
+    return import_pairs(root / "i", root / "m", root / "d", classes=classes, class_map=None, max_pixels=MAX_PIXELS)
 
 
 def test_index_masks_keep_their_ids_and_infer_classes(tmp_path: Path) -> None:
@@ -130,7 +130,7 @@ def test_bad_index_masks_name_the_file(tmp_path: Path) -> None:
         _import_grey(tmp_path, classes=None)
     assert not (tmp_path / "d").exists()
     with pytest.raises(ImportPairsError, match="move the sources outside it"):  # they'd vanish
-        import_pairs(tmp_path / "i", tmp_path / "m", tmp_path, classes=None, class_map=None)
+        import_pairs(tmp_path / "i", tmp_path / "m", tmp_path, classes=None, class_map=None, max_pixels=MAX_PIXELS)
 
 
 def test_palette_ids_follow_classes(tmp_path: Path) -> None:
@@ -141,7 +141,7 @@ def test_palette_ids_follow_classes(tmp_path: Path) -> None:
     manifest, classes = _read(tmp_path / "data")
     assert classes == ["background", "cell", "nucleus"] and list(manifest["label"]) == [1, 2]
     assert set(np.unique(np.asarray(Image.open(tmp_path / "data/masks/b.png")))) == {0, 2}
-    assert validate_dataset(tmp_path / "data", min_class_fraction=MIN_FRACTION).ok
+    assert validate_dataset(tmp_path / "data", min_class_fraction=MIN_FRACTION, max_pixels=MAX_PIXELS).ok
     with pytest.raises(ImportPairsError, match=r"names \['nucleus'\] are not in classes"):
         _import_palette(tmp_path, "0,0,0=bg;255,0,0=cell;0,255,0=nucleus", ["bg", "cell"])
 
@@ -160,7 +160,7 @@ def test_unknown_or_unmapped_colours_name_the_file(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()
     with pytest.raises(ImportPairsError, match=r"a\.png is a colour mask.*pass --class-map"):
         import_pairs(tmp_path / "images", tmp_path / "masks", tmp_path / "data", classes=None,
-                     class_map=None)
+                     class_map=None, max_pixels=MAX_PIXELS)
 
 
 def test_unpaired_files_are_listed_in_one_error(tmp_path: Path) -> None:
@@ -199,7 +199,7 @@ def test_a_failure_leaves_the_existing_data_untouched(tmp_path: Path, stage: str
     if stage == "scan":
         text = "0,0,0=bg;255,0,0=red"  # green is unknown: fails before anything is written
     elif stage == "write":
-        monkeypatch.setattr(importers, "save_image", _fail)
+        monkeypatch.setattr(importers.Reader, "image", _fail)
     else:
         renames = iter([os.rename, _fail, os.rename])  # data aside, new in (fails), data back
         monkeypatch.setattr(os, "rename", lambda src, dst: next(renames)(src, dst))
@@ -243,4 +243,4 @@ def test_cli_import_records_a_new_data_version(tmp_path: Path) -> None:
     assert out["md5"].endswith(".dir") and out["nfiles"] == 3 + 3 + 2
     assert f"new data version {out['md5']}" in result.stdout
     assert "3 image/mask pairs (binary masks, L images)" in result.stdout
-    assert validate_dataset(project / "data", min_class_fraction=MIN_FRACTION).ok
+    assert validate_dataset(project / "data", min_class_fraction=MIN_FRACTION, max_pixels=MAX_PIXELS).ok

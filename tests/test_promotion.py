@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import init_project, segen_cli, write_params
+from conftest import MAX_PIXELS, init_project, segen_cli, write_params
 from servers import free_port, mlflow_server
 
 from segen.registry.promotion.bootstrap import clears_margin, paired_bootstrap
@@ -186,7 +186,7 @@ def _binary_shapes(scratch: Path, data: Path) -> None:
         values = (np.asarray(Image.open(mask)) > 0).astype(np.uint8) * 255
         Image.fromarray(values).save(binary / mask.name)
     import_pairs(scratch / "images", binary, data, classes=["background", "shape"],
-                 class_map=None)
+                 class_map=None, max_pixels=MAX_PIXELS)
 
 
 def _cli(project: Path, *args: str) -> tuple[int, dict]:

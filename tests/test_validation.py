@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import MAX_PIXELS
 from PIL import Image
 
 from segen.data.shapes import generate_shapes_dataset
@@ -29,7 +30,7 @@ def data(pristine: Path, tmp_path: Path) -> Path:
 
 
 def _validate(data: Path) -> ValidationReport:
-    return validate_dataset(data, min_class_fraction=MIN_FRACTION)
+    return validate_dataset(data, min_class_fraction=MIN_FRACTION, max_pixels=MAX_PIXELS)
 
 
 def _only_problem(report: ValidationReport, path: str, reason: str) -> None:

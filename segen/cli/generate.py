@@ -49,8 +49,8 @@ def _generate(args: argparse.Namespace) -> int:
     from segen.serving.predict import load_model
     from segen.tracking import configure_tracking
 
-    request = _request(args)  # bad arguments fail before the model loads
     params = load_params(Path(params_path(args)))
+    request = _request(args, params.validate.max_image_pixels)  # before the model loads
     configure_tracking(args.project, params.mlflow)  # as `segen run` does
     model, uri = load_model(args.model)
     if not isinstance(model.unwrap_python_model(), GenerativeModel):
@@ -69,8 +69,9 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _request(args: argparse.Namespace) -> dict[str, Any]:
-    """The pyfunc request the arguments describe (the model checks it against its kind)."""
+def _request(args: argparse.Namespace, max_pixels: int) -> dict[str, Any]:
+    """The pyfunc request the arguments describe (the model checks it against its kind);
+    files are read through segen.data.image_files (size limit, damage)."""
     from segen.serving.predict import read_image
 
     if args.n is not None and args.n < 1:
@@ -80,9 +81,10 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
                          "and their domain (0 or 1)")
     request: dict[str, Any] = {} if args.n is None else {"n": args.n}
     if args.mask:
-        request["masks"] = [_read_mask(path) for path in args.mask]
+        request["masks"] = [_read_mask(path, max_pixels) for path in args.mask]
     elif args.image:
-        request.update(images=[read_image(path) for path in args.image], domain=args.domain)
+        request.update(images=[read_image(path, max_pixels) for path in args.image],
+                       domain=args.domain)
     else:
         request.setdefault("n", 64)
         if args.class_ is not None:
@@ -90,18 +92,19 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
     return request
 
 
-def _read_mask(path: Path) -> Any:
+def _read_mask(path: Path, max_pixels: int) -> Any:
     """(H, W) class ids from a class-index PNG (greyscale or palette indices, as stored)."""
     import numpy as np
-    from PIL import Image
+
+    from segen.data.image_files import open_image
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such mask file")
-    with Image.open(path) as image:
-        if image.mode not in ("L", "P", "I", "I;16", "1"):
-            raise ValueError(f"{path}: a {image.mode} image, expected a class-index PNG (one "
-                             "channel of class ids, e.g. a mask from data/masks/)")
-        return np.array(image).astype(np.int64)
+    image = open_image(path, max_pixels=max_pixels)
+    if image.mode not in ("L", "P", "I", "I;16", "1"):
+        raise ValueError(f"{path}: a {image.mode} image, expected a class-index PNG (one "
+                         "channel of class ids, e.g. a mask from data/masks/)")
+    return np.array(image).astype(np.int64)
 
 
 def _described(args: argparse.Namespace) -> dict[str, Any]:

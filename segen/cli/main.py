@@ -203,7 +203,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     params = load_params(Path(params_path(args)))
     configure_tracking(args.project, params.mlflow)  # as `segen run` does
-    report = predict_files(args.model, args.images, args.out)
+    report = predict_files(args.model, args.images, args.out,
+                           max_pixels=params.validate.max_image_pixels)
     if args.json:
         print(json.dumps(report))
         return 0

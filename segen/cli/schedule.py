@@ -53,6 +53,9 @@ def add_commands(sub: Any, data: Any) -> None:
                   "is checked first; on any problem nothing is changed.")
     add.add_argument("images_dir", type=Path)
     add.add_argument("masks_dir", type=Path, nargs="?")
+    add.add_argument("--split", choices=("train", "val", "test"),
+                     help="put the new samples in this split (default: preprocess's seeded "
+                          "split)")
     params_and_json(add)
 
 
@@ -72,7 +75,9 @@ def _data_add(args: argparse.Namespace) -> int:
     args.project.require_dvc()
     with data_lock(args.project, "segen data add"), _quiet(args.json):  # not during a run
         before = recorded_version(args.project)
-        summary = add_samples(args.project.data, args.images_dir, args.masks_dir)
+        summary = add_samples(args.project.data, args.images_dir, args.masks_dir,
+                              max_pixels=params.validate.max_image_pixels,
+                              split=args.split or "")
         version = track_data(args.project, params.data)
     if args.json:
         print(json.dumps({"added": summary.n_added, "total": summary.n_total,

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
+from segen.data.image_files import inside
 from segen.data.importers import (
     IMAGE_SUFFIXES,
     ImportPairsError,
@@ -32,6 +33,7 @@ from segen.data.importers import (
     save_image,
     scan_mask_values,
 )
+from segen.data.layouts import SPLITS
 from segen.data.validation import (
     IMAGE_MODES,
     Problem,
@@ -57,8 +59,14 @@ class AddSummary:
                 f"{self.n_total}; new ids {listing(self.ids)}")
 
 
-def add_samples(data_dir: Path, images_dir: Path, masks_dir: Path | None) -> AddSummary:
-    """Check the new samples, then publish data_dir + them atomically."""
+def add_samples(data_dir: Path, images_dir: Path, masks_dir: Path | None, *, max_pixels: int,
+                split: str = "") -> AddSummary:
+    """Check the new samples, then publish data_dir + them atomically.
+
+    split: train, val or test puts them in that split (manifest.csv's split column); ""
+    leaves them to preprocess's seeded split."""
+    if split and split not in SPLITS:
+        raise DataAddError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
     classes, has_masks = _read_classes(data_dir)
     if has_masks != (masks_dir is not None):
         kind, give = (("image/mask pairs", "IMAGES_DIR and MASKS_DIR") if has_masks else
@@ -73,13 +81,13 @@ def add_samples(data_dir: Path, images_dir: Path, masks_dir: Path | None) -> Add
     try:
         new = tmp / "new"
         if has_masks:
-            _stage_pairs(images_dir, masks_dir, new, classes)
+            _stage_pairs(images_dir, masks_dir, new, classes, max_pixels)
         else:
-            _stage_class_folders(images_dir, new, classes)
+            _stage_class_folders(images_dir, new, classes, max_pixels)
         _match_mode(new, mode)
-        _check_staged(new, has_masks)
+        _check_staged(new, has_masks, max_pixels)
         build = tmp / "data"
-        ids = _merge(data_dir, new, manifest, build)
+        ids = _merge(data_dir, new, manifest, build, split)
         os.chmod(build, 0o755)  # mkdtemp's 0700 parent is not data/'s mode
         publish_folder(build, data_dir)
     finally:
@@ -105,7 +113,8 @@ def _data_image_mode(data_dir: Path, manifest: pd.DataFrame) -> str:
         return "L" if image.mode == "L" else "RGB"
 
 
-def _stage_pairs(images_dir: Path, masks_dir: Path, out: Path, classes: list[str]) -> None:
+def _stage_pairs(images_dir: Path, masks_dir: Path, out: Path, classes: list[str],
+                 max_pixels: int) -> None:
     """Convert the pairs with the importer, held to the dataset's classes, after one pass
     that names every unreadable file and every mask with class ids outside classes.json."""
     try:
@@ -114,15 +123,17 @@ def _stage_pairs(images_dir: Path, masks_dir: Path, out: Path, classes: list[str
         raise DataAddError(f"the new samples were not added (data/ unchanged): {err}") from err
     problems, readable = [], {}
     for stem, (image, mask) in pairs.items():
-        errors = [_decode_error(path) for path in (image, mask)]
+        errors = [_decode_error(path, max_pixels) for path in (image, mask)]
         problems += [e for e in errors if e]
         if not any(errors):
             readable[stem] = (image, mask)
     try:
         if readable:  # sizes, then class ids against classes.json
-            decide_mask_kind(scan_mask_values(readable, None)[0], classes)
+            decide_mask_kind(scan_mask_values(readable, None, max_pixels=max_pixels)[0],
+                             classes)
         if not problems:
-            import_pairs(images_dir, masks_dir, out, classes=classes, class_map=None)
+            import_pairs(images_dir, masks_dir, out, classes=classes, class_map=None,
+                         max_pixels=max_pixels)
     except ImportPairsError as err:
         problems.append(f"{err} (the classes are those of data/classes.json)")
     if problems:
@@ -131,15 +142,16 @@ def _stage_pairs(images_dir: Path, masks_dir: Path, out: Path, classes: list[str
                                f"  {p}" for p in problems))
 
 
-def _decode_error(path: Path) -> str | None:
+def _decode_error(path: Path, max_pixels: int) -> str | None:
     try:
-        open_image(path, decode=True)
+        open_image(path, decode=True, max_pixels=max_pixels)
     except ImportPairsError as err:
         return str(err)
     return None
 
 
-def _stage_class_folders(images_dir: Path, out: Path, classes: list[str]) -> None:
+def _stage_class_folders(images_dir: Path, out: Path, classes: list[str], max_pixels: int
+                         ) -> None:
     """IMAGES_DIR/<class name>/<image>: images/<stem>.png rows labelled by class index."""
     folders = sorted(p for p in images_dir.iterdir() if p.is_dir()) if images_dir.is_dir() else []
     if unknown := [f.name for f in folders if f.name not in classes]:
@@ -150,7 +162,9 @@ def _stage_class_folders(images_dir: Path, out: Path, classes: list[str]) -> Non
     if not files:
         raise DataAddError(f"{images_dir} holds no images in class sub-folders ({classes})")
     (out / "images").mkdir(parents=True)
-    rows, images = [], [(f, p, open_image(p, decode=True)) for f, p in files]  # all checked first
+    rows, images = [], [(f, p, open_image(inside(p, images_dir, "source"), decode=True,
+                                          max_pixels=max_pixels))
+                        for f, p in files]  # all checked first
     for folder, path, image in images:
         stem = _unique(f"{folder.name}_{path.stem}", {r["id"] for r in rows})
         save_image(image, "RGB" if image.mode not in ("L", "1") else "L",
@@ -179,13 +193,13 @@ def _match_mode(new: Path, mode: str) -> None:
                            f"{listing(colour)}; convert them to greyscale first")
 
 
-def _check_staged(new: Path, has_masks: bool) -> None:
+def _check_staged(new: Path, has_masks: bool, max_pixels: int) -> None:
     """The dataset checks on the converted new files; problems named by their source file."""
     manifest = pd.read_csv(new / "manifest.csv", dtype=str, keep_default_na=False)
     if has_masks:
-        problems = validate_dataset(new, min_class_fraction=0.0).problems
+        problems = validate_dataset(new, min_class_fraction=0.0, max_pixels=max_pixels).problems
     else:  # no masks to pair: each image must decode in an allowed mode
-        report = ValidationReport()
+        report = ValidationReport(max_pixels=max_pixels)
         for rel in manifest["image"]:
             image = open_decoded(new, rel, report)
             if image is not None and image.mode not in IMAGE_MODES:
@@ -202,8 +216,10 @@ def _check_staged(new: Path, has_masks: bool) -> None:
                        f"{len(problems)} problem(s):\n" + "\n".join(lines))
 
 
-def _merge(data_dir: Path, new: Path, manifest: pd.DataFrame, build: Path) -> list[str]:
-    """build = data_dir (hard links) + the new files under fresh ids; returns those ids."""
+def _merge(data_dir: Path, new: Path, manifest: pd.DataFrame, build: Path, split: str
+           ) -> list[str]:
+    """build = data_dir (hard links) + the new files under fresh ids (in split, if given);
+    returns those ids."""
     shutil.copytree(data_dir, build, copy_function=_link_or_copy)
     added = pd.read_csv(new / "manifest.csv", dtype=str, keep_default_na=False)
     taken = set(manifest["id"]) | {p.stem for p in (build / "images").iterdir()}
@@ -218,6 +234,8 @@ def _merge(data_dir: Path, new: Path, manifest: pd.DataFrame, build: Path) -> li
                 os.replace(new / row[column], build / target)
                 row[column] = target
         row["id"] = fresh
+        if split:
+            row["split"] = split
         rows.append(row)
     merged = pd.concat([manifest, pd.DataFrame(rows)], ignore_index=True).fillna("")
     (build / "manifest.csv").unlink()  # a hard link into the old data/ (and DVC's cache)

@@ -16,14 +16,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from segen.data.image_files import ImageFileError, inside, open_image
 from segen.data.importers import GREY_MODES, listing, publish_folder, save_image
 
 DIGITS_SCALE = 4  # 8x8 digits -> 32x32, each pixel a 4x4 block (nearest neighbour)
 DIGITS_MAX = 16  # load_digits values are 0..16
 
 
-class ImportClassesError(ValueError):
-    """The class folders can't be imported as they are; the message says what and how to fix."""
+ImportClassesError = ImageFileError  # the class folders cannot be imported as they are
 
 
 @dataclass(frozen=True)
@@ -41,15 +41,15 @@ class ClassImportSummary:
                 f"classes ({counts}){skipped}")
 
 
-def import_classes(root: Path, out_dir: Path) -> ClassImportSummary:
+def import_classes(root: Path, out_dir: Path, *, max_pixels: int) -> ClassImportSummary:
     """root/<class>/<image>: convert every image to PNG and publish them as out_dir."""
     folders, skipped = class_files(root, out_dir)
-    modes = {path: _read_mode(path) for files in folders.values() for path in files}
+    modes = {path: _read_mode(path, max_pixels) for files in folders.values() for path in files}
     mode = _one_mode(modes)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-import-", dir=out_dir.parent))
     try:
-        _write_classes(tmp, folders, mode)
+        _write_classes(tmp, folders, mode, max_pixels)
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; data/ should read like any folder
         publish_folder(tmp, out_dir)
     finally:
@@ -70,7 +70,8 @@ def class_files(root: Path, out_dir: Path) -> tuple[dict[str, list[Path]], list[
     folders: dict[str, list[Path]] = {}
     skipped: list[str] = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name[0] != "."):
-        files = [p for p in folder.iterdir() if p.is_file() and p.name[0] != "."]
+        files = [inside(p, root, "class") for p in folder.iterdir()
+                 if (p.is_file() or p.is_symlink()) and p.name[0] != "."]
         folders[folder.name] = sorted((p for p in files if p.suffix.lower() in readable),
                                       key=lambda p: _natural(p.name))
         skipped += [f"{folder.name}/{p.name}" for p in files if p.suffix.lower() not in readable]
@@ -97,18 +98,10 @@ def _natural(name: str) -> list[int | str]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def _read_mode(path: Path) -> str:
+def _read_mode(path: Path, max_pixels: int) -> str:
     """"L" or "RGB" from the header; a file Pillow can't identify is an error naming it."""
-    try:
-        with Image.open(path) as image:
-            return "L" if image.mode in GREY_MODES else "RGB"
-    except (OSError, SyntaxError, ValueError) as err:
-        raise _unreadable(path, err) from err
-
-
-def _unreadable(path: Path, err: Exception) -> ImportClassesError:
-    return ImportClassesError(f"{path} is unreadable, corrupt or truncated ({err}); re-export "
-                              "it or move it out of its class folder")
+    with open_image(path, max_pixels=max_pixels, decode=False) as image:
+        return "L" if image.mode in GREY_MODES else "RGB"
 
 
 def _one_mode(modes: dict[Path, str]) -> str:
@@ -124,28 +117,21 @@ def _one_mode(modes: dict[Path, str]) -> str:
         f"not: {listing(odd)}. Convert them so every image has the same channel count.")
 
 
-def _write_classes(root: Path, folders: dict[str, list[Path]], mode: str) -> None:
+def _write_classes(root: Path, folders: dict[str, list[Path]], mode: str, max_pixels: int
+                   ) -> None:
     """images/<class>_<stem>.png, manifest.csv (empty mask column), classes.json."""
     (root / "images").mkdir()
     rows, ids = [], set()
     for label, (name, files) in enumerate(folders.items()):
         for path in files:
             stem = _unique(f"{name}_{path.stem}", ids)
-            save_image(_decoded(path), mode, root / "images" / f"{stem}.png")
+            save_image(open_image(path, max_pixels=max_pixels), mode,
+                       root / "images" / f"{stem}.png")
             rows.append({"id": stem, "image": f"images/{stem}.png", "mask": "", "label": label,
                          "source": f"{name}/{path.name}"})
     pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False, lineterminator="\n")
     (root / "classes.json").write_text(json.dumps({"classes": list(folders), "masks": False},
                                                   indent=1) + "\n")
-
-
-def _decoded(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            image.load()  # truncated or corrupt pixel data fails here
-            return image
-    except (OSError, SyntaxError, ValueError) as err:
-        raise _unreadable(path, err) from err
 
 
 def _unique(stem: str, taken: set[str]) -> str:
@@ -173,9 +159,9 @@ def write_digits_folders(root: Path) -> int:
     return len(pixels)
 
 
-def import_digits(out_dir: Path) -> ClassImportSummary:
+def import_digits(out_dir: Path, *, max_pixels: int) -> ClassImportSummary:
     """The builtin digits, through import_classes (so the same checks and layout)."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)  # the folder tree is written beside it
     with tempfile.TemporaryDirectory(prefix=".digits-", dir=out_dir.parent) as tmp:
         write_digits_folders(Path(tmp))
-        return import_classes(Path(tmp), out_dir)
+        return import_classes(Path(tmp), out_dir, max_pixels=max_pixels)

@@ -1,9 +1,14 @@
-"""Import paired image/mask folders into the data/ contract (see segen/validation.py).
+"""Import segmentation data into the data/ contract (see segen/data/validation.py), from the
+layouts of segen.data.layouts (pairs, TIFF stacks, split dirs, class folders, nnU-Net).
 
-Mask kinds, decided once per dataset (never per file), in this order: "palette" with a class map
-(RGB colour -> name -> id); "index": single-channel, top value < len(classes) (< 64 without
-classes); "binary": single-channel, only 0 and 255 (-> 0/1). Grey saved as RGB is single-channel;
-"P" masks without a class map give their palette indices."""
+Mask kinds, decided once per dataset (never per file), in this order: "class folders" (one
+binary mask per class); "palette" with a class map (RGB colour -> name -> id); "index":
+single-channel, top value < len(classes) (< 64 without classes); "binary": single-channel,
+only 0 and 255 (-> 0/1). Grey saved as RGB is single-channel; "P" masks without a class map
+give their palette indices. Classes named by --ignore (or a layout's own ignore label) are
+written to classes.json's "ignore": out of the loss, every score and every prediction.
+A given split (split dirs, nnU-Net's labelled test cases) becomes manifest.csv's split column.
+"""
 from __future__ import annotations
 
 import json
@@ -11,38 +16,51 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
-MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")  # lossless only: JPEG smears class ids
+from segen.data.image_files import WIDE_MODES, ImageFileError
+from segen.data.image_files import open_image as open_file
+from segen.data.import_reader import GREY_MODES, Colour, Reader, Scan
+from segen.data.layouts import (
+    IMAGE_SUFFIXES,
+    MASK_SUFFIXES,
+    Frame,
+    Layout,
+    Sample,
+    listing,
+    pair_files,
+    pair_layout,
+)
+
 MAX_INFERRED_IDS = 64  # without classes, larger mask values mean the masks are not class ids
-WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}  # more than 8 bits per pixel
-GREY_MODES = {"1", "L", "LA", "F"} | WIDE_MODES
-ID_MODES = {"1", "L", "P"} | WIDE_MODES  # single-channel: the pixel values are the ids
-LIST_AT_MOST = 20  # names shown in one error message
-Colour = tuple[int, int, int]
-Pairs = dict[str, tuple[Path, Path]]  # id (the shared file stem) -> (image file, mask file)
-
-
-class ImportPairsError(ValueError):
-    """The folders can't be imported as they are; the message says what and how to fix."""
+ImportPairsError = ImageFileError  # the sources can't be imported as they are
+__all__ = ["GREY_MODES", "IMAGE_SUFFIXES", "MASK_SUFFIXES", "ImportPairsError", "listing",
+           "pair_files"]  # re-exported for data add and the class importers
 
 
 @dataclass(frozen=True)
 class ImportSummary:
     n_pairs: int
-    mask_kind: str  # "index" | "binary" | "palette"
+    mask_kind: str  # "index" | "binary" | "palette" | "class folders"
     classes: list[str]
     image_mode: str  # "L" | "RGB"
+    ignore: list[str] = field(default_factory=list)
+    splits: dict[str, int] = field(default_factory=dict)  # samples per given split
+    conversion: str = ""  # how images wider than 8 bits were brought to 8 bits
 
     def __str__(self) -> str:
-        return (f"imported {self.n_pairs} image/mask pairs ({self.mask_kind} masks, "
-                f"{self.image_mode} images); classes by id: {', '.join(self.classes)}")
+        lines = [f"imported {self.n_pairs} image/mask pairs ({self.mask_kind} masks, "
+                 f"{self.image_mode} images); classes by id: {', '.join(self.classes)}"]
+        if self.ignore:
+            lines.append(f"ignored in training and scores: {', '.join(self.ignore)}")
+        if self.splits:
+            lines.append("splits: " + ", ".join(f"{k} {v}" for k, v in self.splits.items()))
+        return "\n".join(lines + [self.conversion] * bool(self.conversion))
 
 
 def parse_class_map(text: str) -> dict[Colour, str]:
@@ -66,63 +84,62 @@ def parse_class_map(text: str) -> dict[Colour, str]:
 
 
 def import_pairs(images_dir: Path, masks_dir: Path, out_dir: Path, *,
-                 classes: list[str] | None, class_map: dict[Colour, str] | None) -> ImportSummary:
-    """Pair images and masks by file stem, convert them, and publish them as out_dir."""
-    pairs = pair_files(images_dir, masks_dir)
+                 classes: list[str] | None, class_map: dict[Colour, str] | None,
+                 max_pixels: int, ignore: list[str] | None = None) -> ImportSummary:
+    """Pair images and masks by file stem (or slice by slice), convert them, publish out_dir."""
+    return import_layout(pair_layout(images_dir, masks_dir, max_pixels=max_pixels), out_dir,
+                         classes=classes, class_map=class_map, ignore=ignore,
+                         max_pixels=max_pixels, sources=(images_dir, masks_dir))
+
+
+def import_layout(layout: Layout, out_dir: Path, *, classes: list[str] | None,
+                  class_map: dict[Colour, str] | None, ignore: list[str] | None,
+                  max_pixels: int, sources: tuple[Path, ...]) -> ImportSummary:
+    """Check every sample of the layout, convert them, and publish them as out_dir (whole,
+    or not at all: data/ is untouched by a refused import)."""
+    classes = classes or layout.classes
     lookup, classes = (None, classes) if class_map is None else _palette_lookup(class_map, classes)
-    _check_args(out_dir, (images_dir, masks_dir), classes)
-    values, image_mode = scan_mask_values(pairs, lookup)
-    kind, classes = ("palette", classes) if lookup is not None else decide_mask_kind(values, classes)
+    _check_args(out_dir, sources, classes)
+    reader = Reader(lookup, max_pixels)
+    scan = reader.scan(layout.samples)
+    if layout.samples[0].class_masks:
+        kind = "class folders"
+    elif lookup is not None:
+        kind = "palette"
+    else:
+        kind, classes = decide_mask_kind(scan.values, classes)
+    ignore = _ignored(classes, [*layout.ignore, *(ignore or [])])
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-import-", dir=out_dir.parent))
     try:
-        _write_pairs(tmp, pairs, kind, lookup, image_mode)
-        (tmp / "classes.json").write_text(json.dumps({"classes": classes}, indent=1) + "\n")
+        splits = _write_pairs(tmp, layout.samples, kind, reader, scan)
+        doc = {"classes": classes, **({"ignore": ignore} if ignore else {})}
+        (tmp / "classes.json").write_text(json.dumps(doc, indent=1) + "\n")
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; data/ should read like any folder
         publish_folder(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return ImportSummary(len(pairs), kind, list(classes), image_mode)
+    return ImportSummary(len(layout.samples), kind, list(classes), scan.image_mode, ignore,
+                         splits, scan.conversion)
 
 
-def _check_args(out_dir: Path, sources: tuple[Path, Path], classes: list[str] | None) -> None:
+def _ignored(classes: list[str], names: list[str]) -> list[str]:
+    names = list(dict.fromkeys(names))
+    if unknown := [n for n in names if n not in classes]:
+        raise ImportPairsError(f"--ignore {' '.join(unknown)}: not among the classes {classes}; "
+                               "name classes as they are listed (e.g. --ignore void)")
+    if len(classes) - len(names) < 2:
+        raise ImportPairsError(f"--ignore {' '.join(names)} leaves fewer than two of the "
+                               f"classes {classes} to learn")
+    return names
+
+
+def _check_args(out_dir: Path, sources: tuple[Path, ...], classes: list[str] | None) -> None:
     if any(s.resolve().is_relative_to(out_dir.resolve()) for s in sources):  # they'd vanish
-        raise ImportPairsError(f"{sources[0]} or {sources[1]} is inside {out_dir}, which the "
-                               "import replaces as a whole; move the sources outside it first")
+        raise ImportPairsError(f"{' or '.join(map(str, sources))} is inside {out_dir}, which "
+                               "the import replaces as a whole; move the sources outside it")
     if classes is not None and not 2 <= len(set(classes)) == len(classes) <= 256:
         raise ImportPairsError(f"classes {classes}: expected 2 to 256 distinct names, index 0 "
                                "first (e.g. --classes background cell)")
-
-
-def pair_files(images_dir: Path, masks_dir: Path) -> Pairs:
-    """Pairs by stem, naturally sorted ("2" before "10"); one error lists every lone file."""
-    images = _files_by_stem(images_dir, IMAGE_SUFFIXES)
-    masks = _files_by_stem(masks_dir, MASK_SUFFIXES)
-    lone_images = sorted(images[s].name for s in images.keys() - masks.keys())
-    lone_masks = sorted(masks[s].name for s in masks.keys() - images.keys())
-    if lone_images or lone_masks:
-        raise ImportPairsError(
-            f"{len(lone_images) + len(lone_masks)} file(s) have no partner with the same stem: "
-            f"images without a mask in {images_dir}: {listing(lone_images)}; masks without an "
-            f"image in {masks_dir}: {listing(lone_masks)}. Add the missing partners, rename "
-            f"them to match, or move the extras out (masks must be {MASK_SUFFIXES}).")
-    order = sorted(images, key=lambda s: [int(t) if t.isdigit() else t
-                                          for t in re.split(r"(\d+)", s)])
-    return {stem: (images[stem], masks[stem]) for stem in order}
-
-
-def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise ImportPairsError(f"{folder} is not a folder; expected a folder of {suffixes} files")
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and path.suffix.lower() in suffixes and path.name[0] != ".":
-            if path.stem in found:
-                raise ImportPairsError(f"{found[path.stem]} and {path} share a stem, so neither "
-                                       "can be paired; keep one file per stem")
-            found[path.stem] = path
-    if not found:
-        raise ImportPairsError(f"{folder} holds no {suffixes} files; check the path")
-    return found
 
 
 def _palette_lookup(class_map: dict[Colour, str], classes: list[str] | None
@@ -136,21 +153,16 @@ def _palette_lookup(class_map: dict[Colour, str], classes: list[str] | None
     return {colour: classes.index(name) for colour, name in class_map.items()}, classes
 
 
-def scan_mask_values(pairs: Pairs, lookup: dict[Colour, int] | None) -> tuple[dict[Path, set[int]], str]:
-    """Before writing anything: mask values per file, image mode ("L" only if all are grey)."""
-    values: dict[Path, set[int]] = {}
-    modes: set[str] = set()
-    for image_path, mask_path in pairs.values():
-        image, ids = open_image(image_path, decode=False), _mask_values(mask_path, lookup)
-        modes.add("L" if image.mode in GREY_MODES else "RGB")  # header only: fast
-        if image.size != ids.shape[::-1]:
-            raise ImportPairsError(f"{mask_path} is {ids.shape[1]}x{ids.shape[0]} but its image "
-                                   f"is {image.size[0]}x{image.size[1]}; re-export it to match")
-        values[mask_path] = set(np.unique(ids).tolist())
-    return values, "RGB" if "RGB" in modes else "L"
+def scan_mask_values(pairs: dict[str, tuple[Path, Path]], lookup: dict[Colour, int] | None,
+                     *, max_pixels: int) -> tuple[dict[str, set[int]], str]:
+    """Mask values per file and the image mode of plain pairs (for segen data add)."""
+    samples = [Sample(stem, Frame(image), Frame(mask)) for stem, (image, mask) in pairs.items()]
+    scan = Reader(lookup, max_pixels).scan(samples)
+    return scan.values, scan.image_mode
 
 
-def decide_mask_kind(values: dict[Path, set[int]], classes: list[str] | None) -> tuple[str, list[str]]:
+def decide_mask_kind(values: dict[str, set[int]], classes: list[str] | None
+                     ) -> tuple[str, list[str]]:
     """index or binary for the whole dataset; classes inferred from the top id if not given."""
     seen = set().union(*values.values())
     top = max(seen)
@@ -170,61 +182,38 @@ def decide_mask_kind(values: dict[Path, set[int]], classes: list[str] | None) ->
     return kind, names if classes is None else list(classes)
 
 
-def _write_pairs(root: Path, pairs: Pairs, kind: str, lookup: dict[Colour, int] | None,
-                 image_mode: str) -> None:
+def _write_pairs(root: Path, samples: list[Sample], kind: str, reader: Reader, scan: Scan
+                 ) -> dict[str, int]:
+    """images/<id>.png, masks/<id>.png and manifest.csv (with a split column where the layout
+    gives splits); returns the count per split ("seeded": left to preprocess's split)."""
     (root / "images").mkdir(), (root / "masks").mkdir()
     rows = []
-    for stem, (image_path, mask_path) in pairs.items():
-        ids = _mask_values(mask_path, lookup)
+    for sample in samples:
+        image = reader.image(sample, scan.image_mode, scan.wide_range)
+        ids = reader.mask(sample, image.size)
         ids = (ids == 255 if kind == "binary" else ids).astype(np.uint8)
-        save_image(open_image(image_path, decode=True), image_mode, root / "images" / f"{stem}.png")
-        Image.fromarray(ids, "L").save(root / "masks" / f"{stem}.png")
+        image.save(root / "images" / f"{sample.id}.png")
+        Image.fromarray(ids, "L").save(root / "masks" / f"{sample.id}.png")
         label = int(np.bincount(ids.ravel())[1:].argmax()) + 1 if ids.any() else 0  # top non-0
-        rows.append({"id": stem, "image": f"images/{stem}.png", "mask": f"masks/{stem}.png",
-                     "label": label, "source": image_path.name})
-    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False, lineterminator="\n")
+        source = sample.image.path.name + (f"#{sample.image.page}" if sample.image.page else "")
+        rows.append({"id": sample.id, "image": f"images/{sample.id}.png",
+                     "mask": f"masks/{sample.id}.png", "label": label, "source": source,
+                     "split": sample.split})
+    manifest = pd.DataFrame(rows)
+    given = bool(manifest["split"].any())
+    if not given:
+        manifest = manifest.drop(columns="split")
+    manifest.to_csv(root / "manifest.csv", index=False, lineterminator="\n")
+    return manifest["split"].replace("", "seeded").value_counts().to_dict() if given else {}
 
 
-def open_image(path: Path, *, decode: bool) -> Image.Image:
-    """The image, decoded if asked; a file Pillow can't read becomes an error naming it."""
-    try:
-        with Image.open(path) as image:
-            if decode:
-                image.load()  # truncated or corrupt pixel data fails here
-            return image
-    except (OSError, SyntaxError, ValueError) as err:  # what Pillow raises for broken files
-        raise ImportPairsError(f"{path} is unreadable, corrupt or truncated ({err}); re-export "
-                               "it, or move the pair out of both folders") from err
-
-
-def _mask_values(path: Path, lookup: dict[Colour, int] | None) -> np.ndarray:
-    """(H, W) int64: class ids through the class map, else the single-channel values."""
-    mask = open_image(path, decode=True)
-    if lookup is None and mask.mode in ID_MODES:
-        return np.asarray(mask).astype(np.int64)
-    colours, inverse = _colours(mask)
-    if lookup is None and any(r != g or g != b for r, g, b in colours):
-        raise ImportPairsError(f"{path} is a colour mask (colours like {colours[:4]}); colour "
-                               'masks need a class map: pass --class-map "0,0,0=background;'
-                               '255,0,0=cell" (class_map= in Python) naming every colour')
-    if lookup is None:
-        lookup = {c: c[0] for c in colours}  # grey saved as RGB: any channel is the value
-    if unknown := [c for c in colours if c not in lookup]:
-        raise ImportPairsError(f"{path} has colour(s) {unknown[:5]} not in the class map; add "
-                               'them to --class-map (e.g. "R,G,B=name") or fix the mask')
-    return np.array([lookup[c] for c in colours], np.int64)[inverse]
-
-
-def _colours(mask: Image.Image) -> tuple[list[Colour], np.ndarray]:
-    """Distinct RGB colours and (H, W) indices into them; packed, as 1-D np.unique is fast."""
-    rgb = np.asarray(mask.convert("RGB")).astype(np.uint32)
-    packed, inverse = np.unique((rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2],
-                                return_inverse=True)
-    return ([((c >> 16) & 255, (c >> 8) & 255, c & 255) for c in packed.tolist()],
-            inverse.reshape(rgb.shape[:2]))
+def open_image(path: Path, *, decode: bool, max_pixels: int) -> Image.Image:
+    """The image (segen.data.image_files: size limit, damage), or ImportPairsError."""
+    return open_file(path, max_pixels=max_pixels, decode=decode)
 
 
 def save_image(image: Image.Image, mode: str, path: Path) -> None:
+    """One image file saved as 8-bit mode (class-folder datasets and data add)."""
     if image.mode in WIDE_MODES:  # Pillow clips these at 255 when converting: scale instead
         scale = 1.0 if image.getextrema()[1] <= 255 else 255 / 65535
         image = Image.fromarray((np.asarray(image) * scale).round().clip(0, 255).astype(np.uint8))
@@ -242,8 +231,3 @@ def publish_folder(tmp: Path, out_dir: Path) -> None:
             os.rename(old, out_dir)  # the swap failed: put the previous data back
         raise
     shutil.rmtree(old, ignore_errors=True)
-
-
-def listing(items: list[str]) -> str:
-    more = f" ... and {len(items) - LIST_AT_MOST} more" if len(items) > LIST_AT_MOST else ""
-    return (", ".join(items[:LIST_AT_MOST]) or "none") + more

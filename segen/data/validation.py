@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from segen.data.image_files import ImageFileError, open_image
+
 REQUIRED_COLUMNS = ("id", "image", "mask", "label")
 IMAGE_MODES = ("RGB", "L")  # the contract: 8-bit colour or 8-bit greyscale
 MASK_MODES = ("L", "P", "I", "I;16", "1")  # single-channel integer ids
@@ -38,6 +40,7 @@ class ValidationReport:
     n_images: int = 0
     class_counts: dict[str, int] = field(default_factory=dict)  # pixels (no masks: images)
     masks: bool = True  # False for class-folder datasets (classes.json "masks": false)
+    max_pixels: int = 0  # the size limit files are opened under (validate.max_image_pixels)
 
     @property
     def ok(self) -> bool:
@@ -50,10 +53,12 @@ class ValidationReport:
         return "\n".join(lines + [f"  warning {w}" for w in self.warnings])
 
 
-def validate_dataset(data_dir: Path, *, min_class_fraction: float) -> ValidationReport:
-    """Check data_dir against the dataset contract; classes under min_class_fraction warn."""
+def validate_dataset(data_dir: Path, *, min_class_fraction: float, max_pixels: int
+                     ) -> ValidationReport:
+    """Check data_dir against the dataset contract; classes under min_class_fraction warn,
+    images over max_pixels are refused undecoded."""
     data_dir = Path(data_dir)
-    report = ValidationReport()
+    report = ValidationReport(max_pixels=max_pixels)
     classes = read_classes(data_dir, report)
     manifest = read_manifest(data_dir, report)
     if manifest is None:
@@ -153,21 +158,27 @@ def _class_id(value: Any) -> int | None:
 
 
 def open_decoded(data_dir: Path, rel: str, report: ValidationReport) -> Image.Image | None:
-    """The fully decoded image, or None after recording why it is missing or broken."""
+    """The fully decoded image, or None after recording why it is missing, outside data/,
+    too large (report.max_pixels) or broken."""
     path = data_dir / rel
+    if Path(rel).is_absolute() or not path.resolve().is_relative_to(data_dir.resolve()):
+        report.problems.append(Problem(rel, f"outside the data folder (resolves to "
+                                       f"{path.resolve()})", "copy the file into data/ and "
+                                       "list it by its path inside data/"))
+        return None
     if not path.is_file():
         report.problems.append(Problem(rel, "missing (listed in manifest.csv)",
                                        "restore the file or remove its manifest row"))
         return None
     try:
-        with Image.open(path) as image:
-            image.load()  # decodes everything: truncated or corrupt data fails here
-            if image.format == "PNG" and not _ends_like_png(path):
-                raise OSError("file ends before the PNG's IEND chunk")
-            return image
-    except Exception as err:  # noqa: BLE001 - any decoder failure means the file is unusable
-        report.problems.append(Problem(rel, f"unreadable, corrupt or truncated image ({err})",
-                                       "re-export or replace the file"))
+        image = open_image(path, max_pixels=report.max_pixels)
+        if image.format == "PNG" and not _ends_like_png(path):
+            raise ImageFileError(f"{path} ends before the PNG's IEND chunk (truncated); "
+                                 "re-export or replace the file")
+        return image
+    except ImageFileError as err:
+        report.problems.append(Problem(rel, str(err).replace(f"{path} ", "", 1),
+                                       "re-export, replace or remove the file"))
         return None
 
 

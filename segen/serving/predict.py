@@ -78,16 +78,17 @@ def _without_type_hint_advice() -> Iterator[None]:
         warnings.showwarning = shown
 
 
-def read_image(path: Path) -> np.ndarray:
-    """(H, W, C) uint8 as stored (palette images expanded to RGB); no channel conversion."""
-    from PIL import Image
+def read_image(path: Path, max_pixels: int) -> np.ndarray:
+    """(H, W, C) uint8 as stored (palette images expanded to RGB); no channel conversion.
+    Read through segen.data.image_files: larger than max_pixels or damaged is refused."""
+    from segen.data.image_files import open_image
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such image")
-    with Image.open(path) as image:
-        if image.mode == "P":
-            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-        array = np.array(image)  # writable: torch warns on read-only arrays
+    image = open_image(path, max_pixels=max_pixels)
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    array = np.array(image)  # writable: torch warns on read-only arrays
     return array[..., None] if array.ndim == 2 else array
 
 
@@ -111,7 +112,8 @@ def save_labels(labels: np.ndarray, path: Path) -> None:
         Image.fromarray(np.where(labels == NOISE, 65535, labels).astype(np.uint16)).save(path)
 
 
-def predict_files(spec: str, images: list[Path], out_dir: Path) -> dict[str, Any]:
+def predict_files(spec: str, images: list[Path], out_dir: Path, *, max_pixels: int
+                  ) -> dict[str, Any]:
     """Predict every image with the registered model; returns what predictions.json holds."""
     from PIL import Image
 
@@ -120,11 +122,17 @@ def predict_files(spec: str, images: list[Path], out_dir: Path) -> dict[str, Any
         raise ValueError("two images share a file name stem, so their outputs would overwrite "
                          f"each other: {sorted({s for s in stems if stems.count(s) > 1})}. "
                          "Predict them into separate --out folders.")
+    from segen.data.image_files import open_image
+
+    for path in images:  # every header checked (exists, readable, size) before any output
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such image")
+        open_image(path, max_pixels=max_pixels, decode=False).close()
     model, uri = load_model(spec)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path in images:
-        image = read_image(path)
+        image = read_image(path, max_pixels)
         try:
             labels = np.asarray(model.predict(image[None]))[0]
         except ValueError as err:
