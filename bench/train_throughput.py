@@ -1,7 +1,8 @@
 """Training throughput of the pipeline's train_unet stage against a bare PyTorch loop.
 
 What it measures
-  (i)  stage: the real train_unet stage body, `tasks.unet.train_unet.fn(project=...,
+  (i)  stage: the real train_unet stage body (a torch DataLoader over the memory-mapped
+       preprocess arrays, torchvision v2 joint transforms), `tasks.segmenters.TRAIN_TASKS['train_unet'].fn(project=...,
        preprocess=<StageResult>, unet=<UNetParams>)`, i.e. the task's function without the
        Prefect engine, so no Prefect server and no cache lookup by Prefect. It still does
        everything the stage does: load the splits, train with tqdm, validate every epoch,
@@ -9,7 +10,7 @@ What it measures
        save model.pt, publish the artifact. Figure: epochs * n_train / wall seconds of the
        whole call; also the `train_images_per_second` the stage itself records in its
        StageResult.info (training loops only, without validation/checkpoints/logging).
-  (ii) bare: a plain loop on the same data (the preprocess artifact's train split), same
+  (ii) bare: a plain loop on the same data held in RAM (the loop before the DataLoader) (the preprocess artifact's train split), same
        models.unet.UNet (depth, width), seed, AdamW (lr, weight decay), cosine schedule,
        models.losses.ce_dice_loss, batch size, uint8 -> float normalisation (/255, then the
        preprocess mean/std), the same flips/turns (segen.engines.training.augment) and random crop
@@ -188,7 +189,9 @@ def bare_fit(prepared: Any, unet: Any, steps_only: int | None = None) -> tuple[f
 
 def stage_fit(project: Any, prepared: Any, unet: Any) -> tuple[float, dict[str, Any]]:
     """The real stage body from scratch; returns (wall seconds, its StageResult.info)."""
-    from tasks.unet import train_unet
+    from tasks.segmenters import TRAIN_TASKS
+
+    train_unet = TRAIN_TASKS["train_unet"]
 
     for folder in (project.store / "train_unet", project.work / "train_unet"):
         shutil.rmtree(folder, ignore_errors=True)  # no stored hit, no checkpoint to resume

@@ -5,12 +5,15 @@ the same layout): images.npy (N, H, W, C) uint8 on one canvas (each image top-le
 indices}), dataset.json (classes, ignore_ids, channels, height, width, geometry, stats,
 class weights) and manifest.csv (every manifest column, in the arrays' order).
 
-The .npy files are memory-mapped, so a split costs the memory of its own rows only.
+Rows are written (NpyRowWriter) and read for training (NpyRows) through the file, one row
+at a time, not through a memory map: pages of a map count in the process's resident memory
+until it ends, which would make a pass over the dataset cost its size in RSS.
 """
 from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +86,58 @@ def _read(prepared: StageResult, name: str, split: str | None) -> np.ndarray:
     array = np.load(Path(prepared.path) / name, mmap_mode="r")
     rows = np.arange(len(array)) if split is None else split_index(prepared, split)
     return np.ascontiguousarray(array[rows])  # fancy indexing copies: in memory, writable
+
+
+class NpyRowWriter:
+    """An .npy file of shape (n, *row) written row after row, in order, through the file:
+    memory holds one row, whatever n. Each row is a canvas of `fill` with the given array
+    at its top-left."""
+
+    def __init__(self, path: Path, dtype: Any, shape: tuple[int, ...], fill: int):
+        np.lib.format.open_memmap(path, "w+", dtype, shape).flush()  # header, sparse data
+        self.dtype, self.row_shape, self.fill = np.dtype(dtype), shape[1:], fill
+        self.handle = open(path, "r+b")
+        self.handle.seek(path.stat().st_size - int(np.prod(shape)) * self.dtype.itemsize)
+
+    def write(self, array: np.ndarray) -> None:
+        canvas = np.full(self.row_shape, self.fill, self.dtype)
+        canvas[:array.shape[0], :array.shape[1]] = array
+        self.handle.write(canvas.tobytes())
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class NpyRows:
+    """Rows of an .npy file read with pread (no map; the file opened once per process, so
+    it survives DataLoader workers' fork or spawn)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read(handle)
+            self.offset = handle.tell()
+        self.shape, self.dtype = shape, dtype
+        self.row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+        self._fd: tuple[int, int] | None = None  # (pid, fd)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        if self._fd is None or self._fd[0] != os.getpid():
+            self._fd = (os.getpid(), os.open(self.path, os.O_RDONLY))
+        data = os.pread(self._fd[1], self.row_bytes, self.offset + row * self.row_bytes)
+        return np.frombuffer(data, self.dtype).reshape(self.shape[1:]).copy()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_fd": None}
+
+
+def read_rows(prepared: StageResult) -> tuple[NpyRows, NpyRows]:
+    """Row readers of the images and masks of a preprocess folder."""
+    folder = Path(prepared.path)
+    return NpyRows(folder / IMAGES), NpyRows(folder / MASKS)

@@ -17,7 +17,16 @@ import numpy as np
 
 from models.labels import IGNORE_INDEX
 from segen.config import PreprocessParams
-from segen.data.arrays import IMAGES, LABELS, MANIFEST, MASKS, META, SIZES, SPLIT
+from segen.data.arrays import (
+    IMAGES,
+    LABELS,
+    MANIFEST,
+    MASKS,
+    META,
+    SIZES,
+    SPLIT,
+    NpyRowWriter,
+)
 from segen.data.preprocessing import (
     Geometry,
     check_given_splits,
@@ -85,22 +94,20 @@ def prepare(data_dir: Path, out: Path, params: PreprocessParams, workers: int,
     split = split_indices(len(rows), params, given)
     channels = _channels(data_dir / rows[0].image)
 
-    images = np.lib.format.open_memmap(out / IMAGES, "w+", np.uint8,
-                                       (len(rows), height, width, channels))
-    masks = np.lib.format.open_memmap(out / MASKS, "w+", np.uint8, (len(rows), height, width))
-    images[:] = 0  # the padding (open_memmap's file is zero-filled: this touches no memory)
-    masks[:] = IGNORE_INDEX
+    # padding: 0 in the images, IGNORE_INDEX in the masks; written through the file, so
+    # memory holds one row at a time (a memory map's pages would count until the end)
+    images = NpyRowWriter(out / IMAGES, np.uint8, (len(rows), height, width, channels), 0)
+    masks = NpyRowWriter(out / MASKS, np.uint8, (len(rows), height, width), IGNORE_INDEX)
     stats, train = _TrainStats(channels, len(classes)), set(split["train"])
     decode = functools.partial(_decode, data_dir, table, has_masks)
     jobs = ((r.image, r.mask if has_masks else None, tuple(size)) for r, size in zip(rows, sizes))
     workers = workers if len(rows) >= PARALLEL_FROM else 1
     for i, (image, mask) in enumerate(_in_order(decode, jobs, workers)):
-        h, w = image.shape[:2]
-        images[i, :h, :w], masks[i, :h, :w] = image, mask
+        images.write(image)
+        masks.write(mask)
         if i in train:
             stats.add(image, mask)
-    images.flush(), masks.flush()
-    del images, masks  # close the maps before the store publishes the folder
+    images.close(), masks.close()
 
     np.save(out / SIZES, sizes)
     np.save(out / LABELS, manifest["label"].to_numpy(np.int64))

@@ -16,12 +16,12 @@ from torchvision.transforms import v2
 
 from models.labels import IGNORE_INDEX
 from segen.config import height_width
-from segen.data.arrays import open_split
+from segen.data.arrays import open_split, read_rows
 from segen.pipeline.store import StageResult
 
 
 class PairDataset(Dataset):
-    """Rows of memory-mapped (N, H, W, C) images and (N, H, W) masks, read one at a time."""
+    """Rows of (N, H, W, C) images and (N, H, W) masks (arrays or NpyRows), one per item."""
 
     def __init__(self, images: np.ndarray, masks: np.ndarray, rows: Sequence[int],
                  transform: Any = None):
@@ -66,7 +66,8 @@ def train_transform(crop_size: int | list[int] | None, augment: bool) -> v2.Comp
 
 def split_dataset(prepared: StageResult, split: str | None, transform: Any = None
                   ) -> PairDataset:
-    images, masks, rows = open_split(prepared, split)
+    _, _, rows = open_split(prepared, split)
+    images, masks = read_rows(prepared)  # pread per item: no map's pages held
     return PairDataset(images, masks, rows, transform)
 
 
