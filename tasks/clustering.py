@@ -10,7 +10,7 @@ from segen.pipeline.graph import CLUSTERING_KINDS
 from segen.pipeline.stage import Stage, StageOutput, family_stage_task
 from segen.pipeline.store import StageResult
 from segen.project import Project
-from segen.registry.registration import Registration, model_version_exists, register
+from segen.registry.registration import model_version_exists, register_trained
 
 
 def train_clustering(name: str, *, project: Project, preprocess: StageResult, out: Path,
@@ -48,22 +48,14 @@ def _log_model(model_dir: Path, name: str) -> Any:
     return log_cluster_model(model_dir, name)
 
 
-def register_clustering(name: str, *, project: Project, version_data: StageResult,
-                        preprocess: StageResult, out: Path, key: str, **inputs: Any
+def register_clustering(name: str, *, project: Project, out: Path, key: str, **inputs: Any
                         ) -> StageOutput:
     """Log params, metrics, evaluation artifacts, dataset and pyfunc; register a new version
     (the champion alias goes to the first version only).
 
-    inputs: train_<kind> and evaluate_<kind> results, and the register_<kind> section.
-    """
-    kind = name.removeprefix("register_")
-    train, evaluation = f"train_{kind}", f"evaluate_{kind}"
-    what = Registration(stage=name, section=name, train=train, evaluation=evaluation,
-                        log_model=_log_model)
-    upstream = {"version_data": version_data, "preprocess": preprocess,
-                train: inputs[train], evaluation: inputs[evaluation]}
-    params = inputs[name]
-    return StageOutput(register(project, what, upstream, params, params, out))
+    inputs: version_data, preprocess, train_<kind>, evaluate_<kind> and register_<kind>."""
+    return StageOutput(register_trained(project, name, name, _log_model, inputs, inputs[name],
+                                        out))
 
 
 REGISTER_TASKS: dict[str, Stage] = {

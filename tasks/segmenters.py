@@ -14,7 +14,7 @@ from segen.pipeline.graph import SUPERVISED_KINDS
 from segen.pipeline.stage import Stage, StageOutput, family_stage_task
 from segen.pipeline.store import StageResult
 from segen.project import Project
-from segen.registry.registration import Registration, model_version_exists, register
+from segen.registry.registration import model_version_exists, register_trained
 
 
 def train_segmenter(name: str, *, project: Project, preprocess: StageResult, out: Path,
@@ -54,22 +54,15 @@ def _log_model(model_dir: Path, name: str) -> Any:
     return log_segmentation_model(model_dir, name)
 
 
-def register_segmenter(name: str, *, project: Project, version_data: StageResult,
-                       preprocess: StageResult, out: Path, key: str, **inputs: Any
+def register_segmenter(name: str, *, project: Project, out: Path, key: str, **inputs: Any
                        ) -> StageOutput:
     """Register a new version; the champion alias goes to the first version only.
 
-    inputs: train_<kind> and evaluate_<kind> results, and the kind's register section.
-    """
-    kind = name.removeprefix("register_")
-    _, section = SUPERVISED_KINDS[kind]
-    train, evaluation = f"train_{kind}", f"evaluate_{kind}"
-    what = Registration(stage=name, section=section, train=train, evaluation=evaluation,
-                        log_model=_log_model)
-    upstream = {"version_data": version_data, "preprocess": preprocess,
-                train: inputs[train], evaluation: inputs[evaluation]}
-    params = inputs[section]
-    return StageOutput(register(project, what, upstream, params, params, out))
+    inputs: version_data, preprocess, train_<kind>, evaluate_<kind> and the kind's register
+    section."""
+    _, section = SUPERVISED_KINDS[name.removeprefix("register_")]
+    return StageOutput(register_trained(project, name, section, _log_model, inputs,
+                                        inputs[section], out))
 
 
 REGISTER_TASKS: dict[str, Stage] = {

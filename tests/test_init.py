@@ -15,8 +15,8 @@ import yaml
 from conftest import REPO, TINY, git, merge, segen_cli, write_params
 from PIL import Image
 
-from segen.pipeline.graph import STAGES
 from segen.cli.init import default_params
+from segen.pipeline.graph import STAGES
 
 
 def _init(cwd: Path, home: Path, *args: str):

@@ -20,14 +20,13 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from segen.data.image_files import inside
+from segen.data.image_files import inside, open_image
 from segen.data.importers import (
     IMAGE_SUFFIXES,
     ImportPairsError,
     decide_mask_kind,
     import_pairs,
     listing,
-    open_image,
     pair_files,
     publish_folder,
     save_image,

@@ -24,7 +24,6 @@ import pandas as pd
 from PIL import Image
 
 from segen.data.image_files import WIDE_MODES, ImageFileError
-from segen.data.image_files import open_image as open_file
 from segen.data.import_reader import GREY_MODES, Colour, Reader, Scan
 from segen.data.layouts import (
     IMAGE_SUFFIXES,
@@ -205,11 +204,6 @@ def _write_pairs(root: Path, samples: list[Sample], kind: str, reader: Reader, s
         manifest = manifest.drop(columns="split")
     manifest.to_csv(root / "manifest.csv", index=False, lineterminator="\n")
     return manifest["split"].replace("", "seeded").value_counts().to_dict() if given else {}
-
-
-def open_image(path: Path, *, decode: bool, max_pixels: int) -> Image.Image:
-    """The image (segen.data.image_files: size limit, damage), or ImportPairsError."""
-    return open_file(path, max_pixels=max_pixels, decode=decode)
 
 
 def save_image(image: Image.Image, mode: str, path: Path) -> None:

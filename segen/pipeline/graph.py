@@ -29,28 +29,17 @@ CLUSTERING_KINDS = ("kmeans", "dbscan")  # pixel-clustering segmenters (models/c
 GENERATIVE_KINDS = ("gan", "dcgan", "wgan_gp", "vae", "cgan", "cvae", "pix2pix", "cyclegan")
 
 
-def _supervised_stages(kind: str) -> tuple[StageSpec, ...]:
-    """train/evaluate/register of one supervised segmenter (kind: unet or torchvision)."""
-    train, register = SUPERVISED_KINDS[kind]
+def _segmenter_stages(kind: str, train: str, evaluate: str, register: str
+                      ) -> tuple[StageSpec, ...]:
+    """train/evaluate/register of one segmenter, supervised or clustering; the arguments are
+    the params sections each step reads."""
     return (
         StageSpec(f"train_{kind}", ("preprocess",), (train,), needs_masks=True),
-        StageSpec(f"evaluate_{kind}", ("preprocess", f"train_{kind}"), ("evaluate",),
+        StageSpec(f"evaluate_{kind}", ("preprocess", f"train_{kind}"), (evaluate,),
                   needs_masks=True),
         StageSpec(f"register_{kind}",
                   ("version_data", "preprocess", f"train_{kind}", f"evaluate_{kind}"),
                   (register,), needs_masks=True),
-    )
-
-
-def _clustering_stages(kind: str) -> tuple[StageSpec, ...]:
-    """train/evaluate/register of one clustering segmenter (kind: kmeans or dbscan)."""
-    return (
-        StageSpec(f"train_{kind}", ("preprocess",), (kind,), needs_masks=True),
-        StageSpec(f"evaluate_{kind}", ("preprocess", f"train_{kind}"), ("cluster_evaluate",),
-                  needs_masks=True),
-        StageSpec(f"register_{kind}",
-                  ("version_data", "preprocess", f"train_{kind}", f"evaluate_{kind}"),
-                  (f"register_{kind}",), needs_masks=True),
     )
 
 
@@ -72,11 +61,13 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in (
     StageSpec("version_data", (), ("data",)),
     StageSpec("validate", ("version_data",), ("validate",)),
     StageSpec("preprocess", ("version_data", "validate"), ("preprocess",)),
-    *(stage_spec for kind in SUPERVISED_KINDS for stage_spec in _supervised_stages(kind)),
+    *(spec for kind, (train, register) in SUPERVISED_KINDS.items()
+      for spec in _segmenter_stages(kind, train, "evaluate", register)),
     StageSpec("train_feature_extractor", ("preprocess",),
               ("generative", "feature_extractor", "generative_evaluate")),
     *(stage_spec for kind in GENERATIVE_KINDS for stage_spec in _generative_stages(kind)),
-    *(stage_spec for kind in CLUSTERING_KINDS for stage_spec in _clustering_stages(kind)),
+    *(spec for kind in CLUSTERING_KINDS
+      for spec in _segmenter_stages(kind, kind, "cluster_evaluate", f"register_{kind}")),
     StageSpec("compare_segmenters",
               ("version_data", "preprocess",
                *(f"{step}_{kind}" for kind in SUPERVISED_KINDS for step in ("train", "register")),

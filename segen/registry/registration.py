@@ -39,6 +39,18 @@ class Registration:
     extra_tags: dict[str, str] = field(default_factory=dict)  # beyond the lineage tags
 
 
+def register_trained(project: Project, stage: str, section: str, log_model: LogModel,
+                     upstream: dict[str, StageResult], params: RegisterParams, out: Path
+                     ) -> dict[str, Any]:
+    """The register_<kind> stage of a trained segmenter: upstream holds version_data,
+    preprocess, train_<kind> and evaluate_<kind>; params is its register section."""
+    kind = stage.removeprefix("register_")
+    what = Registration(stage=stage, section=section, train=f"train_{kind}",
+                        evaluation=f"evaluate_{kind}", log_model=log_model)
+    return register(project, what, {k: upstream[k] for k in (
+        "version_data", "preprocess", what.train, what.evaluation)}, params, params, out)
+
+
 def model_version_exists(project: Project, result: StageResult) -> bool:
     """A stored registration holds only while the registry still has that version.
 
