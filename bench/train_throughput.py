@@ -1,9 +1,10 @@
 """Training throughput of the pipeline's train_unet stage against a bare PyTorch loop.
 
 What it measures
-  (i)  stage: the real train_unet stage body (a torch DataLoader over the memory-mapped
-       preprocess arrays, torchvision v2 joint transforms), `tasks.segmenters.TRAIN_TASKS['train_unet'].fn(project=...,
-       preprocess=<StageResult>, unet=<UNetParams>)`, i.e. the task's function without the
+  (i)  stage: the real train_unet stage body (a torch DataLoader over the preprocess
+       arrays, torchvision v2 joint transforms),
+       `tasks.segmenters.TRAIN_TASKS["train_unet"].fn(project=..., preprocess=<StageResult>,
+       unet=<UNetParams>)`, i.e. the task's function without the
        Prefect engine, so no Prefect server and no cache lookup by Prefect. It still does
        everything the stage does: load the splits, train with tqdm, validate every epoch,
        log params/metrics to MLflow (SQLite store in the project), checkpoint every epoch,
@@ -13,7 +14,7 @@ What it measures
   (ii) bare: a plain loop on the same data held in RAM (the loop before the DataLoader) (the preprocess artifact's train split), same
        models.unet.UNet (depth, width), seed, AdamW (lr, weight decay), cosine schedule,
        models.losses.ce_dice_loss, batch size, uint8 -> float normalisation (/255, then the
-       preprocess mean/std), the same flips/turns (segen.engines.training.augment) and random crop
+       preprocess mean/std), the same flips/turns (augment, below) and random crop
        when the params ask for them, same number of epochs. No MLflow, no tqdm, no
        validation, no checkpoints. Its wall time includes loading the arrays.
   The two alternate (bare, stage, bare, stage, ... --repeats times each) in one process;
@@ -131,7 +132,6 @@ def bare_fit(prepared: Any, unet: Any, steps_only: int | None = None) -> tuple[f
 
     from models.losses import ce_dice_loss
     from models.unet import UNet
-    from segen.engines.training import augment, random_crop
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
@@ -282,6 +282,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(warning)
     print(f"wrote {path}")
     return results
+
+
+# --- the in-RAM loop's batch transforms (the loop before the DataLoader) -------------
+
+def augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random flips and 90-degree turns applied jointly to a batch (B,C,H,W) and (B,H,W).
+
+    Done with tensor ops on the whole batch on the training device: torchvision's v2
+    transforms draw one set of random parameters per call as well, but would add a
+    per-call dispatch cost we do not need for these lossless transforms.
+    """
+    import torch
+
+    flip_h, flip_v, turns = torch.randint(0, 4, (3,), generator=generator).tolist()
+    if flip_h % 2:
+        x, y = x.flip(-1), y.flip(-1)
+    if flip_v % 2:
+        x, y = x.flip(-2), y.flip(-2)
+    if x.shape[-1] == x.shape[-2] and turns:
+        x, y = x.rot90(turns, (-2, -1)), y.rot90(turns, (-2, -1))
+    return x, y
+
+
+def random_crop(x: torch.Tensor, y: torch.Tensor, size: int, generator: torch.Generator
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random size x size window for the whole batch."""
+    import torch
+
+    h, w = x.shape[-2:]
+    top = int(torch.randint(0, h - size + 1, (1,), generator=generator))
+    left = int(torch.randint(0, w - size + 1, (1,), generator=generator))
+    return x[..., top:top + size, left:left + size], y[..., top:top + size, left:left + size]
 
 
 if __name__ == "__main__":
