@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from conftest import REPO, UNET, segen_cli, statuses, write_params
 
-from segen.pipeline.graph import STAGES
+from segen.pipeline.graph import STAGES, SUPERVISED_KINDS
 
 pytestmark = pytest.mark.slow
 ALL = [name for name, spec in STAGES.items() if spec.enabled_by is None]  # tiny: all on
@@ -39,8 +39,9 @@ def test_caching_matrix(tiny_project: Path, run_pipeline) -> None:
     assert _ran(cold) == set(ALL)
 
     write_params(tiny_project, {"evaluate": {"grid_images": 3}})
-    # the grid changes evaluate_unet's output, so its register reruns too
-    assert _ran(run_pipeline(tiny_project)) == reading("evaluate") | {"register_unet"}
+    # the grid changes each network's evaluate output, so its register reruns too
+    registers = {f"register_{kind}" for kind in SUPERVISED_KINDS}
+    assert _ran(run_pipeline(tiny_project)) == reading("evaluate") | registers
 
     write_params(tiny_project, {"unet": {"lr": 0.002}})
     # a stage whose inputs' contents came out unchanged stays a hit (e.g. register_pix2pix
