@@ -1,10 +1,11 @@
 # The two commands of the README: `make run` and `make test`. Both install into .venv first
-# (once; again when pyproject.toml changes).
+# (once; again when pyproject.toml changes). `make test-fast` is the edit loop: the suite
+# without the end-to-end tests marked slow (CI runs all of them: `make test`).
 PYTHON ?= python3.11
 VENV ?= .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test install bench clean
+.PHONY: run test test-fast install bench clean
 
 install: $(STAMP)
 
@@ -19,6 +20,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
+
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -m "not slow"
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/run_all.py
