@@ -27,6 +27,26 @@ os.environ.update({
     "PREFECT_UI_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING",
 })
 
+# Real datasets kept beside the checkout (../shared/datasets), never inside the repository.
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+
+def shared_dataset(name: str) -> Path:
+    """../shared/datasets/NAME beside the checkout; the calling test fails, naming the path,
+    where it is missing (a skip would let the test pass without running)."""
+    path = SHARED_DATASETS / name
+    if not path.is_dir():
+        pytest.fail(f"{path} is missing: this test reads the real {name} copy kept beside the "
+                    "repository in ../shared/datasets", pytrace=False)
+    return path
+
+
+@pytest.fixture
+def isbi() -> Path:
+    """The ISBI 2012 membrane set's train split (30 image/label pairs)."""
+    return shared_dataset("isbi2012-membrane") / "train"
+
+
 # The default validate.max_image_pixels, for tests that call the readers of user files.
 MAX_PIXELS = yaml.safe_load((REPO / "params.yaml").read_text())["validate"]["max_image_pixels"]
 

@@ -10,8 +10,6 @@ from conftest import REPO, init_project, segen_cli
 from segen.config import load_params
 from segen.data.shapes import generate_shapes_dataset
 
-ISBI = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "isbi2012-membrane"
-
 
 def _recorded(root: Path) -> str:
     return yaml.safe_load((root / "data.dvc").read_text())["outs"][0]["md5"]
@@ -33,13 +31,13 @@ def test_generated_default_matches_committed_data_dvc(tmp_path: Path) -> None:
         "`dvc add data` and commit data.dvc")
 
 
-def test_cli_import_pairs_records_a_new_version(tmp_path: Path) -> None:
+def test_cli_import_pairs_records_a_new_version(tmp_path: Path, isbi: Path) -> None:
     root = init_project(tmp_path / "proj")
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir(), masks.mkdir()
     for n in ("0", "1", "2"):
-        (images / f"{n}.png").write_bytes((ISBI / "train" / "image" / f"{n}.png").read_bytes())
-        (masks / f"{n}.png").write_bytes((ISBI / "train" / "label" / f"{n}.png").read_bytes())
+        (images / f"{n}.png").write_bytes((isbi / "image" / f"{n}.png").read_bytes())
+        (masks / f"{n}.png").write_bytes((isbi / "label" / f"{n}.png").read_bytes())
     result = segen_cli("data", "import-pairs", str(images), str(masks), "--classes",
                        "membrane", "cell", cwd=root)
     assert result.returncode == 0, result.stderr[-2000:]

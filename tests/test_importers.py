@@ -19,8 +19,6 @@ from segen.data import importers
 from segen.data.importers import ImportPairsError, import_pairs, parse_class_map
 from segen.data.validation import validate_dataset
 
-ISBI = Path("/work/shared/datasets/isbi2012-membrane/train")
-needs_isbi = pytest.mark.skipif(not ISBI.is_dir(), reason=f"ISBI 2012 copy not at {ISBI}")
 RED, GREEN, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 0)
 MIN_FRACTION = 0.005  # params.yaml validate.min_class_fraction
 
@@ -55,10 +53,9 @@ def _import_palette(root: Path, text: str, classes: list[str] | None = None
                         class_map=parse_class_map(text), max_pixels=MAX_PIXELS)
 
 
-@needs_isbi
-def test_isbi_import(tmp_path: Path) -> None:
+def test_isbi_import(tmp_path: Path, isbi: Path) -> None:
     data = tmp_path / "data"
-    summary = import_pairs(ISBI / "image", ISBI / "label", data, classes=["membrane", "cell"],
+    summary = import_pairs(isbi / "image", isbi / "label", data, classes=["membrane", "cell"],
                            class_map=None, max_pixels=MAX_PIXELS)
     assert (summary.n_pairs, summary.mask_kind, summary.image_mode) == (30, "binary", "L")
     assert summary.classes == ["membrane", "cell"] and "30 image/mask pairs" in str(summary)
@@ -229,13 +226,12 @@ def test_parse_class_map_rejects(text: str, reason: str) -> None:
         parse_class_map(text)
 
 
-@needs_isbi
-def test_cli_import_records_a_new_data_version(tmp_path: Path) -> None:
+def test_cli_import_records_a_new_data_version(tmp_path: Path, isbi: Path) -> None:
     project = init_project(tmp_path / "proj")
     for folder in ("image", "label"):
         (tmp_path / "in" / folder).mkdir(parents=True)
         for name in ("0.png", "1.png", "2.png"):
-            shutil.copy(ISBI / folder / name, tmp_path / "in" / folder / name)
+            shutil.copy(isbi / folder / name, tmp_path / "in" / folder / name)
     result = segen_cli("data", "import-pairs", str(tmp_path / "in/image"),
                        str(tmp_path / "in/label"), "--classes", "membrane", "cell", cwd=project)
     assert result.returncode == 0, result.stderr
