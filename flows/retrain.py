@@ -14,7 +14,7 @@ from prefect import flow, runtime, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.pipeline import pipeline
-from segen.data.lock import data_lock
+from segen.locking import project_lock
 from segen.project import Project
 from tasks.retraining import (
     check_stages,
@@ -40,7 +40,9 @@ def retrain(project_dir: str, params_path: str, targets: list[str] | None = None
     targets: stages to bring up to date (with their upstream stages); None: all of them.
     """
     project = Project.at(project_dir)
-    with data_lock(project, "segen-retrain"):  # `segen data add` waits for this run
+    # One writer: a scheduled run waits for `segen data add` (and the reverse); re-entered
+    # when `segen retrain` already holds it.
+    with project_lock(project, "segen-retrain flow"):
         before = last_data_version(project)
         if skip_unchanged and unchanged_since_last_success(project, params_path, targets):
             report = skipped_report(before)

@@ -17,7 +17,7 @@ def add_commands(sub: Any, data: Any) -> None:
     from segen.cli.main import command, params_and_json
 
     pairs = command(data, "import-pairs", "import paired image/mask folders (or TIFF stacks) "
-                    "as a new data version", _import_pairs)
+                    "as a new data version", _import_pairs, writes=True)
     pairs.epilog = (
         "Layouts: IMAGES MASKS, two folders paired by file stem, or two multi-page TIFF stacks "
         "(one sample per slice); with --split-dirs, IMAGES and MASKS hold train/, val/, test/ "
@@ -40,18 +40,19 @@ def add_commands(sub: Any, data: Any) -> None:
     params_and_json(pairs, "its data section (the DVC remote) and validate.max_image_pixels")
     nnunet = command(data, "import-nnunet", "import an nnU-Net v2 raw dataset folder "
                      "(imagesTr/, labelsTr/, dataset.json; 2-D cases) as a new data version",
-                     _import_nnunet)
+                     _import_nnunet, writes=True)
     nnunet.add_argument("root", type=Path, metavar="DIR", help="e.g. Dataset001_Membranes")
     nnunet.add_argument("--ignore", nargs="+", metavar="CLASS", default=[],
                         help="classes to ignore besides dataset.json's own 'ignore' label")
     params_and_json(nnunet, "its data section (the DVC remote) and validate.max_image_pixels")
     classes = command(data, "import-classes", "import one sub-folder of images per class "
-                      "(no masks) as a new data version", _import_classes)
+                      "(no masks) as a new data version", _import_classes,
+                      writes=True)
     classes.add_argument("root", type=Path, metavar="DIR",
                          help="folder holding one sub-folder of images per class")
     params_and_json(classes, "its data section: the DVC remote")
     builtin = command(data, "builtin", "write a bundled dataset (no download) into data/ as a "
-                      "new data version", _builtin)
+                      "new data version", _builtin, writes=True)
     builtin.add_argument("name", choices=BUILTINS, help="digits: scikit-learn's 1797 "
                          "handwritten 8x8 digits, upscaled to 32x32 greyscale, 10 classes")
     params_and_json(builtin, "its data section: the DVC remote")
@@ -124,14 +125,12 @@ def _import(args: argparse.Namespace, write: Callable[[Path, int], Any]) -> int:
     dataclass), then record it as a new DVC data version."""
     from segen.cli.main import params_path
     from segen.config import load_params
-    from segen.data.lock import data_lock
     from segen.data.versioning import track_data
 
     params = load_params(Path(params_path(args)))
     args.project.require_dvc()
-    with data_lock(args.project, "segen data"):  # one writer of data/ at a time
-        summary = write(args.project.data, params.validate.max_image_pixels)
-        version = track_data(args.project, params.data)
+    summary = write(args.project.data, params.validate.max_image_pixels)
+    version = track_data(args.project, params.data)
     if args.json:
         print(json.dumps({"data_version": version, **dataclasses.asdict(summary)}))
     else:

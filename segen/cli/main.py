@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 EXIT_BAD_INPUT = 2
+EXIT_BUSY = 75  # EX_TEMPFAIL: another command writes to the project; try again later
 # Command groups kept in modules of their own; each defines add_commands(sub, data_sub).
 _COMMAND_MODULES = ("segen.cli.init", "segen.cli.datasets", "segen.cli.generate",
                     "segen.cli.registry", "segen.cli.lineage", "segen.cli.schedule")
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     from segen.config import ParamsError, load_params
     from segen.env import configure_environment
+    from segen.locking import ProjectBusy
     from segen.project import Project, ProjectError
 
     args.project = Project.at(args.project)
@@ -29,10 +31,23 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "params", None) is not None:
             load_params(Path(params_path(args)))  # every params error before anything heavy
         configure_environment(args.project)
-        return args.handler(args)
+        return _handle(args)
+    except ProjectBusy as err:
+        print(f"segen: error: {err}", file=sys.stderr)
+        return EXIT_BUSY
     except (ParamsError, ProjectError, FileNotFoundError, ValueError) as err:
         print(f"segen: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _handle(args: argparse.Namespace) -> int:
+    """Run the command; one that writes holds the project's writer lock while it runs."""
+    if not args.writes:
+        return args.handler(args)
+    from segen.locking import project_lock
+
+    with project_lock(args.project, args.command_name, wait=args.wait):
+        return args.handler(args)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,21 +57,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--project", default=".", help="project root (default: current dir)")
     sub = parser.add_subparsers(metavar="COMMAND")
 
-    run = command(sub, "run", "run the whole pipeline (cached stages are skipped)", _run)
+    run = command(sub, "run", "run the whole pipeline (cached stages are skipped)", _run,
+                  writes=True)
     stages_option(run)
     params_and_json(run)
     runs = command(sub, "runs", "the last runs of this project (.segen/runs.jsonl)", _runs)
     runs.add_argument("--last", type=int, default=20, help="how many (default: 20)")
     runs.add_argument("--json", action="store_true", help="print them as one JSON list")
     stage = command(sub, "stage", "run one stage on its upstream stages' latest results",
-                     _stage)
+                     _stage, writes=True)
     stage.add_argument("name", help="stage name (see dvc.yaml)")
     params_and_json(stage)
 
     data = sub.add_parser("data", help="manage the dataset in data/").add_subparsers(
         metavar="ACTION")
     generate = command(data, "generate", "write the default shapes dataset into data/",
-                        _data_generate)
+                        _data_generate, writes=True)
     generate.add_argument("--force", action="store_true", help="replace an existing data/")
     generate.add_argument("--params", default="params.yaml", help="params file (its dataset "
                           "section: size and count)")
@@ -78,10 +94,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def command(sub: Any, name: str, help_text: str, handler: Callable[[argparse.Namespace], int]
-             ) -> argparse.ArgumentParser:
+def command(sub: Any, name: str, help_text: str, handler: Callable[[argparse.Namespace], int],
+            *, writes: bool = False) -> argparse.ArgumentParser:
+    """A subcommand. writes: it changes the project (data/, .segen/, the registry), so it
+    holds the project's writer lock (segen.locking) and takes --wait/--no-wait."""
     parser = sub.add_parser(name, help=help_text, description=help_text)
-    parser.set_defaults(handler=handler)
+    parser.set_defaults(handler=handler, writes=writes, command_name=parser.prog)
+    if writes:
+        when_busy = parser.add_mutually_exclusive_group()
+        when_busy.add_argument("--wait", dest="wait", action="store_true", default=True,
+                               help="if another segen command is writing to this project, "
+                               "wait for it to finish (the default)")
+        when_busy.add_argument("--no-wait", dest="wait", action="store_false",
+                               help="fail at once (exit 75) if another segen command is "
+                               "writing to this project")
     return parser
 
 

@@ -19,7 +19,8 @@ def add_commands(sub: Any, data: Any) -> None:
     from segen.cli.main import command, params_and_json
 
     promote = command(sub, "promote", "run the promotion gate on a registered model version "
-                      "and move its champion alias when it passes", _promote)
+                      "and move its champion alias when it passes", _promote,
+                      writes=True)
     promote.epilog = (
         "The challenger and the champion predict the challenger's test split; a paired "
         "bootstrap over its images must put the whole confidence interval of the metric's "
@@ -32,7 +33,8 @@ def add_commands(sub: Any, data: Any) -> None:
     params_and_json(promote, "its promote and mlflow sections")
 
     rollback = command(sub, "rollback", "move the champion alias back to the version it "
-                       "replaced (by the alias history)", _rollback)
+                       "replaced (by the alias history)", _rollback,
+                       writes=True)
     rollback.epilog = "exit status: 0 rolled back; 2 bad input or nothing to roll back to."
     rollback.add_argument("model", help="registered model name")
     rollback.add_argument("--reason", required=True, help="why (kept in the alias history)")

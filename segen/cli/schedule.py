@@ -41,13 +41,15 @@ def add_commands(sub: Any, data: Any) -> None:
     params_and_json(schedule)
 
     retrain = command(sub, "retrain", "run the retraining flow once: pipeline, then the "
-                      "promotion gate on every new model version", _retrain)
+                      "promotion gate on every new model version", _retrain,
+                      writes=True)
     retrain.add_argument("--always", action="store_true", help="run the pipeline even when "
                          "data, code and params are unchanged since the last retraining")
     stages_option(retrain)
     params_and_json(retrain)
 
-    add = command(data, "add", "add new samples to data/ as a new data version", _data_add)
+    add = command(data, "add", "add new samples to data/ as a new data version", _data_add,
+                  writes=True)
     add.epilog = ("Image/mask datasets: IMAGES_DIR and MASKS_DIR, paired by file stem. Class "
                   "folder datasets: IMAGES_DIR with one sub-folder per class. Every new file "
                   "is checked first; on any problem nothing is changed.")
@@ -68,12 +70,11 @@ def _data_add(args: argparse.Namespace) -> int:
     from segen.cli.main import params_path
     from segen.config import load_params
     from segen.data.add import add_samples
-    from segen.data.lock import data_lock
     from segen.data.versioning import recorded_version, track_data
 
     params = load_params(Path(params_path(args)))
     args.project.require_dvc()
-    with data_lock(args.project, "segen data add"), _quiet(args.json):  # not during a run
+    with _quiet(args.json):
         before = recorded_version(args.project)
         summary = add_samples(args.project.data, args.images_dir, args.masks_dir,
                               max_pixels=params.validate.max_image_pixels,
