@@ -22,7 +22,7 @@ FAILPOINTS = {
     "data.record": "the new data/ in place, `dvc add` not yet run",
     "data.push": "data.dvc written by `dvc add`, `dvc push` not yet run",
     "checkpoint.write": "a checkpoint's temporary file saved, not yet renamed",
-    "register.logged": "a model's files logged to MLflow, its registered version not created",
+    "register.run": "a registration's MLflow run logged (params, metrics), its model not yet",
     "register.version": "the registered version created, its tags not yet set",
     "promote.alias": "the champion alias moved, its history event not yet completed",
 }

@@ -23,6 +23,7 @@ from typing import Any, Callable, Protocol
 import torch
 from tqdm.auto import tqdm
 
+from segen.faults import failpoint
 from segen.project import Project
 from segen.tracking import client, start_run
 
@@ -167,4 +168,5 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
+    failpoint("checkpoint.write")
     os.replace(tmp, path)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from segen.config import RegisterParams
+from segen.faults import failpoint
 from segen.hashing import hash_json
 from segen.pipeline.store import StageResult, write_atomic
 from segen.project import Project
@@ -176,9 +177,11 @@ def register(project: Project, what: Registration, upstream: dict[str, StageResu
         mlflow.log_metrics(metrics)
         mlflow.log_artifacts(evaluation.path, artifact_path="evaluation")
         log_dataset(project, data_version)
+        failpoint("register.run")
         info = what.log_model(Path(train.path), target.model_name)
     registry = client()
     version = str(info.registered_model_version)
+    failpoint("register.version")
     for name, value in tags.items():
         registry.set_model_version_tag(target.model_name, version, name, value)
     champion = claim_first_champion(registry, target)
