@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     from segen.env import configure_environment
     from segen.locking import ProjectBusy
     from segen.project import Project, ProjectError
+    from segen.retry import ServerUnavailable
 
     args.project = Project.at(args.project)
     try:
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     except ProjectBusy as err:
         print(f"segen: error: {err}", file=sys.stderr)
         return EXIT_BUSY
-    except (ParamsError, ProjectError, FileNotFoundError, ValueError) as err:
+    except (ParamsError, ProjectError, FileNotFoundError, ValueError, ServerUnavailable) as err:
         print(f"segen: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
