@@ -4,12 +4,17 @@ input; the model logged through a function the caller passes; a registered versi
 with its lineage; the champion alias claimed by the first version only (promotion gates
 move it later).
 
-Nothing is tagged or aliased until the model version exists, so a failure part way leaves
-the registry and the champion as they were (at worst an unregistered MLflow run).
+A server may die at any step, so the steps are ordered for that: the model is logged in
+full (its LoggedModel READY, its MLmodel listed) before a version exists; the version is
+created with its lineage tags in one request; only then may the champion alias be claimed.
+A failure part way leaves at worst an unregistered run and a logged model no version points
+at. A version whose model was never fully logged (by an older segen, or by hand) is deleted
+by the next registration of that model, unless an alias holds it.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -24,8 +29,11 @@ from segen.project import Project
 from segen.registry.promotion.history import record_alias_move
 from segen.tracking import client, code_root, git_revision, start_run
 
+log = logging.getLogger("segen.registry")
+
 # (trained model folder, registered model name) -> mlflow ModelInfo of the logged model.
-LogModel = Callable[[Path, str], Any]
+# register() passes None for the name: it logs only, and register() creates the version.
+LogModel = Callable[[Path, str | None], Any]
 
 
 @dataclass(frozen=True)
@@ -178,17 +186,89 @@ def register(project: Project, what: Registration, upstream: dict[str, StageResu
         mlflow.log_artifacts(evaluation.path, artifact_path="evaluation")
         log_dataset(project, data_version)
         failpoint("register.run")
-        info = what.log_model(Path(train.path), target.model_name)
+        info = what.log_model(Path(train.path), None)
     registry = client()
-    version = str(info.registered_model_version)
+    discard_unfinished_versions(registry, target.model_name)
+    version = create_version(registry, target.model_name, info, run.info.run_id, tags)
     failpoint("register.version")
-    for name, value in tags.items():
-        registry.set_model_version_tag(target.model_name, version, name, value)
     champion = claim_first_champion(registry, target)
     summary = {"model_name": target.model_name, "version": int(version),
                "run_id": run.info.run_id, "metrics": metrics, "champion": champion == version}
     (out / "registration.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def create_version(registry: Any, name: str, info: Any, run_id: str, tags: dict[str, str]
+                   ) -> str:
+    """A new version of name for the logged model info, with its tags in the same request
+    (so no version is ever without its lineage); refused unless the model is fully logged."""
+    from mlflow.exceptions import MlflowException
+
+    _check_fully_logged(registry, info)
+    try:
+        registry.create_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    return str(registry.create_model_version(name, source=info.model_uri, run_id=run_id,
+                                             tags=tags, model_id=info.model_id).version)
+
+
+def _check_fully_logged(registry: Any, info: Any) -> None:
+    from mlflow.entities import LoggedModelStatus
+
+    model = registry.get_logged_model(info.model_id)
+    files = {Path(f.path).name for f in registry.list_logged_model_artifacts(info.model_id)}
+    if model.status != LoggedModelStatus.READY or "MLmodel" not in files:
+        raise RuntimeError(f"logged model {info.model_id} is {model.status} with files "
+                           f"{sorted(files)}: not registering a model without its files")
+
+
+def discard_unfinished_versions(registry: Any, name: str) -> list[str]:
+    """Delete the versions of name whose logged model never became READY (a registration
+    cut short before segen ordered its steps, or one made by hand); a version an alias
+    holds is only reported. Returns the deleted versions."""
+    if not registry.search_registered_models(filter_string=f"name='{name}'"):
+        return []
+    held = {str(v) for v in (registry.get_registered_model(name).aliases or {}).values()}
+    deleted = []
+    for version in registry.search_model_versions(f"name='{name}'"):
+        if not _never_fully_logged(registry, version):
+            continue
+        if str(version.version) in held:
+            log.warning("%s version %s has no fully logged model but an alias holds it; "
+                        "move the alias, then rerun to delete it", name, version.version)
+            continue
+        log.warning("deleting %s version %s: its model was never fully logged", name,
+                    version.version)
+        registry.delete_model_version(name, str(version.version))
+        deleted.append(str(version.version))
+    return deleted
+
+
+def _never_fully_logged(registry: Any, version: Any) -> bool:
+    """Whether the version's logged model is there but not READY (PENDING: cut short;
+    FAILED). A version from before MLflow 3 (no model id), or whose logged model cannot be
+    read, is left alone: deleting needs certainty."""
+    from mlflow.entities import LoggedModelStatus
+    from mlflow.exceptions import MlflowException
+
+    model_id = _logged_model_id(version)
+    if model_id is None:
+        return False
+    try:
+        return registry.get_logged_model(model_id).status != LoggedModelStatus.READY
+    except MlflowException:
+        return False
+
+
+def _logged_model_id(version: Any) -> str | None:
+    """The logged model behind a version: its model_id, which MLflow's stores do not always
+    fill in, else read from a source of the form models:/<model id>."""
+    if getattr(version, "model_id", None):
+        return version.model_id
+    rest = (version.source or "").removeprefix("models:/")
+    return rest if rest != version.source and rest and "/" not in rest else None
 
 
 def _loggable(metrics: dict[str, Any]) -> dict[str, float]:
