@@ -8,11 +8,17 @@ copy of the state taken at the epoch's end (one epoch in flight). The checkpoint
 an atomic rename, so a kill never leaves half of one; a kill between the checkpoint and the
 log is repaired on resume, which logs the checkpointed epoch's metrics if they are missing.
 Each epoch is therefore logged exactly once, however the run was stopped.
+
+The checkpoint before the latest is kept (checkpoint.prev.pt): a latest one that cannot be
+read (a damaged disk, a hand edit) is set aside with a warning and the run resumes from the
+one before, or from scratch. Checkpoints are read with torch.load(weights_only=True): only
+tensors and plain containers, so a crafted file cannot run code when a run resumes.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+import math
 import os
 import shutil
 import time
@@ -29,6 +35,7 @@ from segen.tracking import client, start_run
 
 log = logging.getLogger("segen.training")
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"  # the one before: what a resume falls back to
 _METRICS = "epoch_metrics"  # in a checkpoint: the metrics of the epoch it holds
 
 
@@ -93,14 +100,50 @@ def discard_checkpoint(project: Project, stage: str, key: str) -> None:
     shutil.rmtree(checkpoint_path(project, stage, key).parent, ignore_errors=True)
 
 
+class DivergenceError(RuntimeError):
+    """Training produced a NaN/inf loss: the stage stops, naming the loss and the epoch."""
+
+
+def check_finite(stage: str, epoch: int, losses: dict[str, float], fix: str) -> None:
+    """Raise DivergenceError if a loss is NaN or infinite (an end_of_epoch check: it runs
+    before the epoch's checkpoint, so no NaN weights are saved to resume from)."""
+    for name, value in losses.items():
+        if not math.isfinite(value):
+            raise DivergenceError(f"{stage}: loss {name} became {value} at epoch {epoch}. "
+                                  f"{fix}")
+
+
 def _resume(trainer: Resumable, path: Path, epochs: int) -> dict[str, Any] | None:
     """Restore the trainer from the checkpoint a killed run left (its run_id: the MLflow run
-    to go on with), or None for a fresh run."""
+    to go on with), or from the one before it when that cannot be read; None: a fresh run."""
+    for candidate in (path, path.with_name(PREVIOUS)):
+        state = _read_checkpoint(candidate)
+        if state is not None:
+            trainer.restore(state)
+            log.info("resuming from epoch %d/%d (%s)", trainer.epoch, epochs, candidate)
+            return state
+    return None
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint's state, or None when there is none or it is unusable (then set aside
+    as <name>.corrupt, so the next save does not keep it as the fallback)."""
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    trainer.restore(state)
-    log.info("resuming from epoch %d/%d (%s)", trainer.epoch, epochs, path)
+    try:
+        # weights_only: tensors and plain containers only, never code (a crafted pickle
+        # is refused here instead of run)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not (isinstance(state, dict) and isinstance(state.get("epoch"), int)
+                and isinstance(state.get("run_id"), str)):
+            raise ValueError("not a segen checkpoint (no epoch and run_id)")
+    except Exception as err:  # truncated, garbage or refused: all mean unusable
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+        log.warning("checkpoint %s cannot be used (%s: %s); set aside as %s, falling back "
+                    "to the checkpoint before it or to a fresh start", path,
+                    type(err).__name__, str(err)[:300], aside)
+        return None
     return state
 
 
@@ -164,9 +207,14 @@ def _cpu_copy(value: Any) -> Any:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temporary file then rename: a kill never leaves half a checkpoint."""
+    """torch.save to a temporary file then rename: a kill never leaves half a checkpoint.
+    The checkpoint it replaces becomes PREVIOUS (a rename too), the fallback of a resume
+    whose latest checkpoint turns out unreadable; a kill between the two renames leaves
+    PREVIOUS, which a resume reads."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     failpoint("checkpoint.write")
+    if path.is_file():
+        os.replace(path, path.with_name(PREVIOUS))
     os.replace(tmp, path)

@@ -10,6 +10,7 @@ artifacts and no one else's.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -18,9 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from segen.faults import failpoint
 from segen.hashing import hash_tree
 from segen.project import Project
 
+log = logging.getLogger("segen.store")
 META = "_meta.json"
 
 
@@ -52,11 +55,30 @@ class ArtifactStore:
         return self.root / stage / key
 
     def load(self, stage: str, key: str) -> StageResult | None:
-        """The published result for key, or None if absent or incomplete."""
-        meta = self.path(stage, key) / META
-        if not meta.is_file():
+        """The published result for key, or None if absent or broken.
+
+        Publishing renames a folder that already holds _meta.json, so a key folder without a
+        readable one was damaged afterwards (a crashed disk, a hand edit): it is a miss, and
+        it is moved aside so that the stage can publish its key again."""
+        folder = self.path(stage, key)
+        meta = folder / META
+        if not folder.is_dir():
             return None
-        return StageResult.from_json(meta.read_text(), self.root)
+        try:
+            return StageResult.from_json(meta.read_text(), self.root)
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            self._set_aside(folder, f"{meta} is missing or unreadable ({_short(err)})")
+            return None
+
+    def _set_aside(self, folder: Path, why: str) -> None:
+        """Rename a broken key folder out of the way (kept for a look, then deletable)."""
+        aside = folder.with_name(f".broken-{folder.name}-{uuid.uuid4().hex[:8]}")
+        try:
+            os.rename(folder, aside)
+        except FileNotFoundError:  # another reader set it aside first
+            return
+        log.warning("%s: treated as not stored, the stage runs again; the broken folder is "
+                    "now %s (delete it once inspected)", why, aside)
 
     @contextmanager
     def staging(self, stage: str) -> Iterator[Path]:
@@ -83,12 +105,14 @@ class ArtifactStore:
         result = StageResult(stage=stage, key=key, digest=digest or hash_tree(staged),
                              path=str(final), info=info)
         (staged / META).write_text(result.to_json())
+        failpoint("store.publish")
         try:
             os.rename(staged, final)
         except OSError:  # already published (a concurrent or earlier run): keep that one
-            if self.load(stage, key) is None:
-                raise
-            return self.load(stage, key)  # type: ignore[return-value]
+            existing = self.load(stage, key)
+            if existing is not None:
+                return existing
+            os.rename(staged, final)  # what was there was broken, and load set it aside
         return result
 
 
@@ -97,12 +121,33 @@ def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     tmp.write_text(text)
+    failpoint("pointer.write")
     os.replace(tmp, path)
 
 
 def read_pointer(project: Project, stage: str) -> StageResult | None:
-    """The latest result of a stage in this project (its pointer), or None."""
+    """The latest result of a stage in this project (its pointer), or None when there is
+    none or it cannot be read (a truncated or hand-edited file: the next run rewrites it)."""
     pointer = project.pointer(stage)
     if not pointer.is_file():
         return None
-    return StageResult.from_json(pointer.read_text(), project.store)
+    try:
+        return StageResult.from_json(pointer.read_text(), project.store)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        log.warning("stage pointer %s is unreadable (%s): treated as absent; the next "
+                    "`segen run` rewrites it", pointer, _short(err))
+        return None
+
+
+def _short(err: Exception) -> str:
+    return f"{type(err).__name__}: {err}"[:200]
+
+
+def sweep_staging(root: Path) -> None:
+    """Delete the staging and discarded folders that killed stages left in the store.
+
+    Only a writer holding the project lock may call it: then no live stage is staging."""
+    for stage_dir in root.iterdir() if root.is_dir() else ():
+        for path in stage_dir.glob(".*"):
+            if path.name.startswith((".tmp-", ".discarded-")) and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
