@@ -19,6 +19,7 @@ TELEMETRY_OFF = {
 def configure_environment(project: Project) -> None:
     """Turn telemetry off and keep Prefect/DVC state under .segen/ unless the user chose."""
     os.environ.update(TELEMETRY_OFF)
+    make_state_folder(project)
     defaults = {
         "PREFECT_HOME": str(project.prefect_home),
         "DVC_SITE_CACHE_DIR": str(project.state / "dvc-site"),
@@ -31,3 +32,11 @@ def configure_environment(project: Project) -> None:
         os.environ.setdefault(name, value)
     # Prefect only creates the last level of PREFECT_HOME itself.
     os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)
+
+
+def make_state_folder(project: Project) -> None:
+    """Create .segen/ readable by its owner only: it holds the MLflow database, Prefect's
+    cache records (unpickled by Prefect) and checkpoints, so another local user must be
+    able neither to read them nor to plant a file there. A folder that already exists keeps
+    the permissions its owner gave it."""
+    project.state.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -251,3 +251,29 @@ def test_call_with_retries_tries_again_then_gives_up(monkeypatch) -> None:
                                          "tries over 2 s (last error:")
     with pytest.raises(KeyError):  # an error that is not the server's is not retried
         call_with_retries(lambda: {}["x"], server, transient=lambda err: False)
+
+
+def test_a_push_to_a_dvc_remote_that_does_not_answer_fails_clearly(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """`dvc push` to an HTTP remote where nothing listens: tried under the policy (2 tries
+    here), then one line naming the remote."""
+    from dvc.config import Config
+    from dvc.repo import Repo
+
+    from segen.data.versioning import REMOTE, open_repo, push
+
+    monkeypatch.setenv("SEGEN_RETRY_TRIES", "2")
+    Repo.init(str(tmp_path), no_scm=True).close()
+    project = Project.at(tmp_path)
+    project.data.mkdir()
+    (project.data / "a.txt").write_text("a")
+    url = f"http://127.0.0.1:{free_port()}/dvc"
+    with Config(str(tmp_path / ".dvc")).edit("local") as conf:
+        conf["remote"][REMOTE] = {"url": url}
+    with open_repo(project) as repo:
+        repo.add(str(project.data))
+        with pytest.raises(ServerUnavailable) as failure:
+            push(repo, project, url)
+    print(f"\nDVC push: {failure.value}")
+    assert str(failure.value).startswith(f"the DVC remote at {url} did not answer after 2 "
+                                         "tries")

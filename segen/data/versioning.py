@@ -6,11 +6,13 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit
 
 from segen.config import DataParams, DatasetParams
 from segen.hashing import hash_tree
 from segen.pipeline.store import StageResult
 from segen.project import Project, ProjectError
+from segen.retry import Server, call_with_retries
 
 REMOTE = "segen"
 
@@ -70,13 +72,33 @@ def track_data(project: Project, params: DataParams) -> str:
     with open_repo(project) as repo:
         repo.scm_context.quiet = True  # its git hints came once per handler: say it once here
         repo.add(str(project.data))
-        repo.push(targets=[str(project.data_dvc)], remote=REMOTE)
+        push(repo, project, remote_url(project, params))
     version = recorded_version(project)
     assert version is not None, "dvc add wrote no md5 into data.dvc"
     if version != before:
         log.info("data.dvc now records %s; to keep this data version in git, run: "
                  "git add data.dvc .gitignore && git commit", version)
     return version
+
+
+def push(repo: "Repo", project: Project, url: str) -> None:  # noqa: F821
+    """`dvc push` of data.dvc to the remote at url. To a server (a URL that is not file://)
+    it is tried again under segen's retry policy (segen.retry), then fails naming the
+    remote: a push sends only what the remote lacks, so trying again is safe."""
+    def send() -> None:
+        repo.push(targets=[str(project.data_dvc)], remote=REMOTE)
+
+    if urlsplit(url).scheme in ("", "file"):
+        return send()  # a folder: a failure is the disk's, and waiting will not mend it
+    remote = Server("DVC remote", url, "start it, or point data.remote in params.yaml at "
+                    "one that answers, then rerun (or `dvc push` once it is back)")
+    call_with_retries(send, remote, transient=_network_failure)
+
+
+def _network_failure(err: Exception) -> bool:
+    from dvc.exceptions import UploadError
+
+    return isinstance(err, (UploadError, OSError))  # DVC logs each file's own error
 
 
 def _check_recorded(project: Project) -> str:
