@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from segen.config import DataParams, PreprocessParams, ValidateParams
+from segen.data.transaction import data_change
 from segen.data.versioning import data_content_key, data_dvc_agrees, track_data
 from segen.pipeline.budget import cores
 from segen.pipeline.stage import StageOutput, stage_task
@@ -18,7 +19,8 @@ log = logging.getLogger("segen.data")
 @stage_task("version_data", content_key=data_content_key, still_valid=data_dvc_agrees)
 def version_data(project: Project, data: DataParams, out: Path, key: str) -> StageOutput:
     """Record data/ in DVC and push it; the data version is the .dir md5."""
-    version = track_data(project, data)
+    with data_change(project):  # a kill inside `dvc add` cannot leave data.dvc half written
+        version = track_data(project, data)
     (out / "data_version.txt").write_text(version + "\n")
     n_files = sum(1 for p in project.data.rglob("*") if p.is_file())
     return StageOutput({"data_version": version, "n_files": n_files}, digest=version)

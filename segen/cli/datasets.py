@@ -125,12 +125,14 @@ def _import(args: argparse.Namespace, write: Callable[[Path, int], Any]) -> int:
     dataclass), then record it as a new DVC data version."""
     from segen.cli.main import params_path
     from segen.config import load_params
+    from segen.data.transaction import data_change
     from segen.data.versioning import track_data
 
     params = load_params(Path(params_path(args)))
     args.project.require_dvc()
-    summary = write(args.project.data, params.validate.max_image_pixels)
-    version = track_data(args.project, params.data)
+    with data_change(args.project):  # a kill inside is rolled back by the next writer
+        summary = write(args.project.data, params.validate.max_image_pixels)
+        version = track_data(args.project, params.data)
     if args.json:
         print(json.dumps({"data_version": version, **dataclasses.asdict(summary)}))
     else:

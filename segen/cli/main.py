@@ -45,9 +45,13 @@ def _handle(args: argparse.Namespace) -> int:
     """Run the command; one that writes holds the project's writer lock while it runs."""
     if not args.writes:
         return args.handler(args)
+    from segen.data.transaction import recover
     from segen.locking import project_lock
+    from segen.pipeline.store import sweep_staging
 
     with project_lock(args.project, args.command_name, wait=args.wait):
+        recover(args.project)  # first undo what a killed writer left half done
+        sweep_staging(args.project.store)
         return args.handler(args)
 
 
@@ -208,17 +212,15 @@ def _stage(args: argparse.Namespace) -> int:
 
 
 def _data_generate(args: argparse.Namespace) -> int:
-    import shutil
-
     from segen.config import load_params
     from segen.data.shapes import generate_shapes_dataset
+    from segen.data.transaction import data_change
 
     params = load_params(Path(params_path(args))).dataset
-    if args.project.data.exists() and args.force:
-        shutil.rmtree(args.project.data)
-    generate_shapes_dataset(args.project.data, seed=params.seed, n_images=params.n_images,
-                            image_size=params.image_size, min_shapes=params.min_shapes,
-                            max_shapes=params.max_shapes)
+    with data_change(args.project):  # --force: the old data/ is kept until the new is in
+        generate_shapes_dataset(args.project.data, seed=params.seed, n_images=params.n_images,
+                                image_size=params.image_size, min_shapes=params.min_shapes,
+                                max_shapes=params.max_shapes, replace=args.force)
     print(f"wrote {params.n_images} images to {args.project.data}")
     return 0
 

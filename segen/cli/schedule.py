@@ -70,11 +70,12 @@ def _data_add(args: argparse.Namespace) -> int:
     from segen.cli.main import params_path
     from segen.config import load_params
     from segen.data.add import add_samples
+    from segen.data.transaction import data_change
     from segen.data.versioning import recorded_version, track_data
 
     params = load_params(Path(params_path(args)))
     args.project.require_dvc()
-    with _quiet(args.json):
+    with _quiet(args.json), data_change(args.project):  # all of it, or none (after a kill)
         before = recorded_version(args.project)
         summary = add_samples(args.project.data, args.images_dir, args.masks_dir,
                               max_pixels=params.validate.max_image_pixels,

@@ -5,7 +5,7 @@ readable, sizes, class ids within classes.json; then segen.data.validation on th
 files), so bad input stops with an error naming each bad file while data/ is untouched.
 The new data/ is built in a temporary folder beside it (the existing files hard-linked, the
 new ones written, manifest.csv rewritten with the old rows kept verbatim) and swapped in
-with one rename; the caller records the version (tasks.version_data.track_data).
+with one rename; the caller records the version (segen.data.versioning.track_data, inside segen.data.transaction.data_change).
 """
 from __future__ import annotations
 
@@ -28,11 +28,11 @@ from segen.data.importers import (
     import_pairs,
     listing,
     pair_files,
-    publish_folder,
     save_image,
     scan_mask_values,
 )
 from segen.data.layouts import SPLITS
+from segen.data.transaction import publish_folder
 from segen.data.validation import (
     IMAGE_MODES,
     Problem,

@@ -17,7 +17,8 @@ import pandas as pd
 from PIL import Image
 
 from segen.data.image_files import ImageFileError, inside, open_image
-from segen.data.importers import GREY_MODES, listing, publish_folder, save_image
+from segen.data.importers import GREY_MODES, listing, save_image
+from segen.data.transaction import publish_folder
 
 DIGITS_SCALE = 4  # 8x8 digits -> 32x32, each pixel a 4x4 block (nearest neighbour)
 DIGITS_MAX = 16  # load_digits values are 0..16

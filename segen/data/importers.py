@@ -35,6 +35,7 @@ from segen.data.layouts import (
     pair_files,
     pair_layout,
 )
+from segen.data.transaction import publish_folder
 
 MAX_INFERRED_IDS = 64  # without classes, larger mask values mean the masks are not class ids
 ImportPairsError = ImageFileError  # the sources can't be imported as they are
@@ -212,16 +213,3 @@ def save_image(image: Image.Image, mode: str, path: Path) -> None:
         scale = 1.0 if image.getextrema()[1] <= 255 else 255 / 65535
         image = Image.fromarray((np.asarray(image) * scale).round().clip(0, 255).astype(np.uint8))
     image.convert(mode).save(path)
-
-
-def publish_folder(tmp: Path, out_dir: Path) -> None:
-    old = tmp.with_name(f"{tmp.name}-old")  # unique like tmp; deleted only once tmp is in place
-    if out_dir.exists():
-        os.rename(out_dir, old)
-    try:
-        os.rename(tmp, out_dir)
-    except BaseException:
-        if old.exists() and not out_dir.exists():
-            os.rename(old, out_dir)  # the swap failed: put the previous data back
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from segen.data.transaction import publish_folder
+
 CLASSES = ["background", "circle", "square", "triangle", "star"]
 PALETTES = {"warm": [(0.0, 0.17), (0.85, 1.0)], "cool": [(0.3, 0.72)]}  # hue ranges
 BACKGROUNDS = ("noise", "stripes", "checker")
@@ -37,21 +39,20 @@ class Sample:
 
 
 def generate_shapes_dataset(out_dir: Path, *, seed: int, n_images: int, image_size: int,
-                            min_shapes: int, max_shapes: int) -> None:
-    """Write images/, masks/, manifest.csv and classes.json, published atomically."""
+                            min_shapes: int, max_shapes: int, replace: bool = False) -> None:
+    """Write images/, masks/, manifest.csv and classes.json, published atomically (replace:
+    in place of an out_dir that holds data)."""
     _check_args(n_images, image_size, min_shapes, max_shapes)
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
+    if not replace and out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} already holds data; remove it first (or use "
                               "`segen data generate --force`) to regenerate the default set.")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-generate-", dir=out_dir.parent))
     try:
         _write_dataset(tmp, seed, n_images, image_size, min_shapes, max_shapes)
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; data/ should read like any folder
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.rename(tmp, out_dir)
+        publish_folder(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -9,6 +9,7 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 from segen.config import DataParams, DatasetParams
+from segen.faults import failpoint
 from segen.hashing import hash_tree
 from segen.pipeline.store import StageResult
 from segen.project import Project, ProjectError
@@ -67,11 +68,13 @@ def track_data(project: Project, params: DataParams) -> str:
     """
     if os.environ.get("DVC_STAGE"):
         return _check_recorded(project)
+    failpoint("data.record")
     configure_remote(project, params)
     before = recorded_version(project)
     with open_repo(project) as repo:
         repo.scm_context.quiet = True  # its git hints came once per handler: say it once here
         repo.add(str(project.data))
+        failpoint("data.push")
         push(repo, project, remote_url(project, params))
     version = recorded_version(project)
     assert version is not None, "dvc add wrote no md5 into data.dvc"

@@ -1,0 +1,119 @@
+"""A change of data/ and data.dvc is all or nothing under SIGKILL (segen.data.transaction):
+the real CLI is killed at each named failpoint of an import or `data add` (segen.faults), and
+the next writer rolls the change back, so data/ and data.dvc record the old version again
+and a rerun applies the change exactly once."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import TINY, init_project, segen_cli
+
+from segen.config import load_params
+from segen.data.shapes import generate_shapes_dataset
+from segen.data.transaction import data_change, journal_path, previous_path, recover
+from segen.data.versioning import open_repo, recorded_version, track_data
+from segen.faults import ENV
+from segen.hashing import hash_tree
+from segen.project import Project
+
+KILLED = -9
+
+
+@pytest.fixture
+def versioned(tmp_path: Path) -> Project:
+    """A tiny project whose data/ (TINY shapes) is recorded in data.dvc."""
+    project = Project.at(init_project(tmp_path / "proj"))
+    params = load_params(project.root / "params.yaml")
+    _shapes(project.data, seed=params.dataset.seed, n=params.dataset.n_images)
+    track_data(project, params.data)
+    return project
+
+
+def _shapes(out: Path, seed: int, n: int) -> Path:
+    generate_shapes_dataset(out, seed=seed, n_images=n, image_size=TINY["dataset"]["image_size"],
+                            min_shapes=1, max_shapes=2)
+    return out
+
+
+def _state(project: Project) -> tuple[str, str]:
+    return hash_tree(project.data), project.data_dvc.read_text()
+
+
+def _agrees(project: Project) -> bool:
+    with open_repo(project) as repo:
+        return not repo.status(targets=[str(project.data_dvc)])
+
+
+def _leftovers(project: Project) -> list[str]:
+    return sorted(p.name for p in project.root.iterdir() if p.name.startswith(".data"))
+
+
+def _command(op: str, tmp_path: Path) -> list[str]:
+    source = _shapes(tmp_path / f"source-{op}", seed=999, n=3)
+    if op == "add":
+        return ["data", "add", str(source / "images"), str(source / "masks")]
+    return ["data", "import-pairs", str(source / "images"), str(source / "masks"),
+            "--classes", "background", "circle", "square", "triangle", "star"]
+
+
+@pytest.mark.parametrize("op,point", [("import", "data.swap"), ("import", "data.record"),
+                                      ("import", "data.push"), ("add", "data.swap"),
+                                      ("add", "data.push")])
+def test_a_killed_change_is_rolled_back_and_the_rerun_applies_it_once(versioned, tmp_path,
+                                                                       op, point):
+    before, command = _state(versioned), _command(op, tmp_path)
+    n_before = len(pd.read_csv(versioned.data / "manifest.csv"))
+    killed = segen_cli(*command, cwd=versioned.root, env={ENV: point})
+    assert killed.returncode == KILLED, killed.stderr[-2000:]
+    if point == "data.swap":  # the window the transaction closes: no data/ at this moment
+        assert not versioned.data.exists() and previous_path(versioned.data).is_dir()
+    assert journal_path(versioned).is_file()
+
+    recover(versioned)  # what every writing command does first, under the project lock
+    assert _state(versioned) == before and _agrees(versioned)
+    assert _leftovers(versioned) == [] and not journal_path(versioned).exists()
+
+    rerun = segen_cli(*command, cwd=versioned.root)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert _agrees(versioned) and recorded_version(versioned) != before[1]
+    n_after = len(pd.read_csv(versioned.data / "manifest.csv"))
+    assert n_after == (n_before + 3 if op == "add" else 3)  # applied once, not twice
+    assert _leftovers(versioned) == []
+
+
+def test_the_next_writer_recovers_before_it_starts(versioned, tmp_path):
+    before, command = _state(versioned), _command("add", tmp_path)
+    assert segen_cli(*command, cwd=versioned.root, env={ENV: "data.swap"}).returncode == KILLED
+    other = segen_cli("stage", "version_data", "--no-wait", cwd=versioned.root)
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert "an interrupted change of data/ was rolled back" in other.stderr
+    assert _state(versioned) == before and _leftovers(versioned) == []  # recorded: the old
+
+
+def test_a_half_written_data_dvc_gets_its_old_text_back(versioned):
+    before = _state(versioned)
+    with pytest.raises(KeyboardInterrupt):
+        with data_change(versioned):
+            versioned.data_dvc.write_text("outs:\n- md5: ")  # DVC killed mid-write
+            raise KeyboardInterrupt  # any exception rolls back at once
+    assert _state(versioned) == before
+    # a kill (no exception handler runs) leaves the journal; recovery restores the text
+    journal_path(versioned).write_text('{"data_dvc": %s}' % __import__("json").dumps(before[1]))
+    versioned.data_dvc.write_text("outs:\n- md5: ")
+    recover(versioned)
+    assert _state(versioned) == before and not journal_path(versioned).exists()
+
+
+def test_a_refused_import_leaves_everything_as_it_was(versioned, tmp_path):
+    before, source = _state(versioned), tmp_path / "bad"
+    shutil.copytree(_shapes(tmp_path / "s", seed=5, n=2), source)
+    (source / "images" / next(iter(sorted((source / "images").iterdir()))).name).write_bytes(
+        b"not a png")
+    proc = segen_cli("data", "add", str(source / "images"), str(source / "masks"),
+                     cwd=versioned.root)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert _state(versioned) == before and _leftovers(versioned) == []
+    assert not journal_path(versioned).exists()
