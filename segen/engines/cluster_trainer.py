@@ -9,7 +9,7 @@ import numpy as np
 
 from models.clustering import DBSCANSegmenter
 from segen.data import arrays
-from segen.data.arrays import dataset_meta, load_arrays
+from segen.data.arrays import dataset_meta, load_arrays, open_split
 from segen.pipeline.store import StageResult
 from segen.serving import clustering
 
@@ -18,6 +18,7 @@ def fit(preprocess: StageResult, kind: str, section: Any, out: Path) -> dict[str
     """Fit (global mode) or only configure (per_image mode) a segmenter; save it to out."""
     meta = dataset_meta(preprocess)
     config = clustering.segmenter_config(kind, section, meta["channels"])
+    check_finite_features(kind, config, preprocess)
     start = time.perf_counter()
     fitted = None
     if config["mode"] == "global":
@@ -39,6 +40,25 @@ def fit(preprocess: StageResult, kind: str, section: Any, out: Path) -> dict[str
     elif fitted is not None:
         info.update(n_clusters=config["n_clusters"], train_inertia=fitted.inertia)
     return info
+
+
+def check_finite_features(kind: str, config: dict[str, Any], preprocess: StageResult) -> None:
+    """Fail with the reason when the pixel features hold NaN/inf (e.g. a position_weight
+    so large that float32 overflows, times 0 at the corner: NaN): every distance would be
+    meaningless, and scikit-learn rejects them deep in the fit with no hint of the cause.
+    Features are one map of (uint8 colour, position) for every image, so the first
+    training image shows it (per_image mode too, which fits only at evaluation)."""
+    images, _, rows = open_split(preprocess, "train")
+    if not rows:
+        return
+    features = clustering.features_of(config, np.asarray(images[rows[0]]))
+    nan, inf = int(np.isnan(features).sum()), int(np.isinf(features).sum())
+    if nan or inf:
+        raise ValueError(
+            f"train_{kind}: the pixel features are not finite ({nan} NaN and {inf} inf of "
+            f"{features.size} values on the first training image, with {kind}.colour = "
+            f"{config['colour']!r} and {kind}.position_weight = {config['position_weight']}). "
+            f"Set a finite, moderate {kind}.position_weight in params.yaml (0: colour only).")
 
 
 def split_valid_pixels(prepared: StageResult, split: str, masks: np.ndarray

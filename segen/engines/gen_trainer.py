@@ -30,7 +30,7 @@ from segen.engines.gen_data import (
     grid_conditioning,
     load_batch,
 )
-from segen.engines.loop import discard_checkpoint, run_epochs
+from segen.engines.loop import DivergenceError, discard_checkpoint, run_epochs
 from segen.engines.training import (
     batch_indices,
 )
@@ -46,7 +46,7 @@ PER_ROW = 8  # samples per grid row
 _NO_AUTOCAST = ("wgan_gp",)  # torch.autograd.grad(create_graph=True) of the penalty
 
 
-class GenerativeDivergenceError(RuntimeError):
+class GenerativeDivergenceError(DivergenceError):
     """Training diverged (NaN/inf or huge loss) or the generator collapsed."""
 
 

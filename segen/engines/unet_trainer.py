@@ -12,7 +12,7 @@ from models.losses import ce_dice_loss
 from models.metrics import SegmentationAccumulator
 from segen.config import SegmenterTrainingParams, as_dict, height_width
 from segen.data.arrays import dataset_meta
-from segen.engines.loop import discard_checkpoint, run_epochs
+from segen.engines.loop import check_finite, discard_checkpoint, run_epochs
 from segen.engines.segmentation_data import (
     loader,
     split_dataset,
@@ -145,7 +145,7 @@ def fit(project: Project, preprocess: StageResult, params: SegmenterTrainingPara
     done = run_epochs(project, stage, key, trainer, params.epochs,
                       images_per_epoch=len(train), tags=tags,
                       params={f"{params.section}.{k}": v for k, v in as_dict(params).items()},
-                      end_of_epoch=lambda trainer, losses, run: trainer.validate())
+                      end_of_epoch=_validate_finite(stage, params))
     save_segmenter(trainer.model.cpu(), trainer.config, out)
     discard_checkpoint(project, stage, key)
     epochs_run = params.epochs - done.resumed_from
@@ -153,6 +153,21 @@ def fit(project: Project, preprocess: StageResult, params: SegmenterTrainingPara
         "mlflow_run_id": done.run_id, "device": trainer.device.type, "arch": params.arch,
         "epochs": params.epochs, "resumed_from_epoch": done.resumed_from, "final": done.metrics,
         "train_images_per_second": epochs_run * len(train) / max(done.train_seconds, 1e-9)}
+
+
+def _validate_finite(stage: str, params: SegmenterTrainingParams) -> Any:
+    """The end_of_epoch check: a NaN/inf train or val loss fails the stage (DivergenceError,
+    before the epoch is checkpointed), else the epoch's validation scores."""
+    fix = (f"Lower {params.section}.lr in params.yaml (now {params.lr}), or look for NaN/inf "
+           "values in the training data.")
+
+    def end_of_epoch(trainer: Trainer, losses: dict[str, float], run: Any) -> dict[str, float]:
+        check_finite(stage, trainer.epoch, losses, fix)
+        scores = trainer.validate()
+        check_finite(stage, trainer.epoch, {"val_loss": scores["val_loss"]}, fix)
+        return scores
+
+    return end_of_epoch
 
 
 def _check_crop(params: SegmenterTrainingParams, meta: dict[str, Any]) -> None:
