@@ -285,8 +285,7 @@ def claim_first_champion(registry: Any, register_params: RegisterParams) -> str:
     if alias not in (model.aliases or {}):
         versions = registry.search_model_versions(f"name='{name}'")
         first = str(min(int(v.version) for v in versions))
-        registry.set_registered_model_alias(name, alias, first)
         record_alias_move(name, alias=alias, previous=None, new=int(first), action="register",
                           decision="first", reason="first registered version",
-                          candidate=int(first), registry=registry)  # history starts here
+                          candidate=int(first), registry=registry, move=True)  # history starts
     return str(registry.get_registered_model(name).aliases[alias])

@@ -2,9 +2,10 @@
 model's lock (lock.py), judged against the champion that holds once the lock is held, and
 recorded in the alias history (history.py) with its gate report (report.py).
 
-Order of writes, so that a failure leaves the registry as it was: the report and the
-version's gate tags first (they move nothing), then the alias, then the history event;
-if recording the event fails, the alias is put back.
+Order of writes, so that a failure or a kill leaves the registry as it was: the report and
+the version's gate tags first (they move nothing), then the alias with its history event as
+one step (history.record_alias_move(move=True): a move whose event was not recorded is
+undone, at once or by the next promote or rollback).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from segen.project import Project
 from segen.registry.promotion import gate
 from segen.registry.promotion.history import (
     champion_stack,
+    finish_interrupted_move,
     read_history,
     record_alias_move,
 )
@@ -36,6 +38,7 @@ def promote(project: Project, params: Params, model_name: str, version: int | No
     registry = _registry(project, params)
     version = _resolve_version(registry, model_name, version)
     with model_lock(project, model_name, params.promote.lock_timeout_s):
+        finish_interrupted_move(registry, model_name)  # the champion a killed move left
         for _ in range(_ATTEMPTS):
             champion = _holder(registry, model_name, family.alias)
             result = _judge(project, params, registry, family, model_name, version, champion,
@@ -57,6 +60,7 @@ def rollback(project: Project, params: Params, model_name: str, *, reason: str
     registry = _registry(project, params)
     _resolve_version(registry, model_name, None)  # a clear error for an unknown model
     with model_lock(project, model_name, params.promote.lock_timeout_s):
+        finish_interrupted_move(registry, model_name)
         current = _holder(registry, model_name, alias)
         target = _rollback_target(read_history(registry, model_name), alias, current)
         if current is None or target is None:
@@ -65,11 +69,10 @@ def rollback(project: Project, params: Params, model_name: str, *, reason: str
                              f"use `segen promote {model_name} --version N --force --reason "
                              "TEXT` to pick a version by hand")
         _resolve_version(registry, model_name, target)  # it may have been deleted since
-        registry.set_registered_model_alias(model_name, alias, str(target))
         result = {"model": model_name, "version": target, "alias": alias,
                   "previous": current, "champion": target, "decision": "rollback",
                   "reason": reason, "report": {}}
-        result["history"] = _record(registry, result, reason, action="rollback")
+        result["history"] = _record(registry, result, reason, action="rollback", move=True)
     return result
 
 
@@ -142,36 +145,22 @@ def _report(family: gate.Family, compared: dict[str, Any], version: int, champio
 
 
 def _commit(registry: Any, result: dict[str, Any], reason: str | None) -> dict[str, Any]:
-    """Attach the report, move the alias (unless rejected), then record the event."""
+    """Attach the report, then move the alias (unless rejected) with its event."""
     result["report_uri"] = attach_report(registry, result)
-    name, alias, moved = result["model"], result["alias"], result["decision"] in MOVED
-    if moved:
-        registry.set_registered_model_alias(name, alias, str(result["version"]))
-    try:
-        result["history"] = _record(registry, result, reason, action="promote")
-    except Exception:
-        if moved:  # leave the champion as it was
-            _restore(registry, name, alias, result["previous"])
-        raise
+    result["history"] = _record(registry, result, reason, action="promote",
+                                move=result["decision"] in MOVED)
     return result
 
 
-def _record(registry: Any, result: dict[str, Any], reason: str | None, action: str
-            ) -> dict[str, Any]:
+def _record(registry: Any, result: dict[str, Any], reason: str | None, action: str,
+            move: bool = False) -> dict[str, Any]:
     text = result["reason"] if not reason or reason == result["reason"] else (
         f"{reason} ({result['reason']})")
     return record_alias_move(result["model"], alias=result["alias"],
                              previous=result["previous"], new=result["champion"],
                              action=action, decision=result["decision"], reason=text,
                              candidate=result["version"], report=result.get("report_uri"),
-                             registry=registry)
-
-
-def _restore(registry: Any, name: str, alias: str, previous: int | None) -> None:
-    if previous is None:
-        registry.delete_registered_model_alias(name, alias)
-    else:
-        registry.set_registered_model_alias(name, alias, str(previous))
+                             registry=registry, move=move)
 
 
 def _rollback_target(events: list[dict[str, Any]], alias: str, current: int | None
