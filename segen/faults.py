@@ -23,7 +23,7 @@ FAILPOINTS = {
     "data.push": "data.dvc written by `dvc add`, `dvc push` not yet run",
     "checkpoint.write": "a checkpoint's temporary file saved, not yet renamed",
     "register.run": "a registration's MLflow run logged (params, metrics), its model not yet",
-    "register.version": "the registered version created, its tags not yet set",
+    "register.version": "the registered version created with its tags, the champion not claimed",
     "promote.alias": "the champion alias moved, its history event not yet completed",
 }
 _passes: dict[str, int] = {}
