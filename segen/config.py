@@ -16,6 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
+    AllowInfNan,
     ConfigDict,
     Field,
     Strict,
@@ -33,9 +34,10 @@ class ParamsError(ValueError):
 
 
 # Strict scalars: an int key rejects true and 1.5 (and "3"), a bool rejects "yes" and 1,
-# a string rejects 3. A float key accepts an int and stores it as a float.
+# a string rejects 3. A float key accepts an int and stores it as a float; never nan or inf
+# (YAML's .nan/.inf), which no setting means and which would only surface as a NaN loss.
 Int = Annotated[int, Strict()]
-Float = Annotated[float, Strict()]
+Float = Annotated[float, Strict(), AllowInfNan(False)]
 Bool = Annotated[bool, Strict()]
 Name = Annotated[str, Strict(), Field(pattern=r"\S")]  # not empty nor only blanks
 Seed = Annotated[Int, Field(ge=0)]  # numpy's default_rng rejects negative seeds
@@ -530,6 +532,8 @@ def _explain(error: dict[str, Any], name: str) -> list[str]:
     if error["type"] == "missing":
         what = "section" if dataclasses.is_dataclass(field.annotation) else "key"
         return [f"{key}: missing {what}; add it to {name} (expected {expected})"]
+    if error["type"] == "finite_number":  # .nan, .inf or a number too large for a float
+        expected = f"a finite number, {expected}"
     return [f"{key}: expected {expected}, got {_show(error['input'])} {fix}"]
 
 

@@ -27,9 +27,10 @@ def test_check_finite_names_the_loss_and_the_epoch() -> None:
 @pytest.mark.slow
 def test_numerical_faults_fail_their_stage_alone(tmp_path: Path, run_pipeline) -> None:
     # Real triggers from params.yaml: AdamW steps of 1e30 overflow the U-Net's weights, and
-    # an infinite position weight makes the corner pixel's position 0 * inf = NaN.
+    # a finite but huge position weight overflows the float32 position features to inf
+    # (params.yaml itself refuses .inf and .nan).
     root = init_project(tmp_path / "proj", {"unet": {"lr": 1.0e30},
-                                            "kmeans": {"position_weight": math.inf}})
+                                            "kmeans": {"position_weight": 1.0e308}})
     summary = run_pipeline(root, TARGETS)
     by_name = {s["name"]: s for s in summary["stages"]}
 
@@ -40,7 +41,7 @@ def test_numerical_faults_fail_their_stage_alone(tmp_path: Path, run_pipeline) -
     kmeans = by_name["train_kmeans"]
     assert kmeans["status"] == "failed", kmeans
     assert "pixel features are not finite" in kmeans["reason"]
-    assert "kmeans.position_weight = inf" in kmeans["reason"]
+    assert "kmeans.position_weight = 1e+308" in kmeans["reason"]
     for family in ("unet", "kmeans"):
         assert by_name[f"register_{family}"]["status"] == "failed"
         assert f"train_{family} failed" in by_name[f"register_{family}"]["reason"]

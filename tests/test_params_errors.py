@@ -61,6 +61,28 @@ def test_wrong_type_is_rejected(tmp_path: Path, key: str, value, shown: str,
     assert f"unet.{key}: expected {expected}, got {shown} (fix the value" in message
 
 
+@pytest.mark.parametrize("section, key, text, shown", [
+    ("unet", "lr", ".nan", "nan"),
+    ("kmeans", "position_weight", ".inf", "inf"),
+    ("generative", "divergence.max_loss", "-.inf", "-inf"),
+])
+def test_nan_and_inf_are_refused_naming_the_key(tmp_path: Path, section: str, key: str,
+                                                text: str, shown: str) -> None:
+    # Written as YAML spells them (.nan, .inf): what a user would type in params.yaml.
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    *parents, leaf = [section, *key.split(".")]
+    owner = raw
+    for part in parents:
+        owner = owner[part]
+    owner[leaf] = "SENTINEL"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw).replace("SENTINEL", text))
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert f"{section}.{key}: expected a finite number, a float" in str(info.value)
+    assert f"got {shown} (fix the value in params.yaml)" in str(info.value)
+
+
 def test_strings_do_not_come_from_numbers(tmp_path: Path) -> None:
     message = _error(tmp_path, lambda r: r["register"].update(model_name=3))
     assert "register.model_name: expected a non-empty string, got 3" in message
