@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
+from segen.redact import redact
+
 log = logging.getLogger("segen.retry")
 T = TypeVar("T")
 
@@ -62,8 +64,9 @@ class ServerUnavailable(RuntimeError):
     def __init__(self, server: Server, tries: int, seconds: float, cause: str = ""):
         self.server, self.tries, self.seconds = server, tries, seconds
         detail = f" (last error: {cause})" if cause else ""
-        super().__init__(f"the {server.kind} at {server.uri} did not answer after {tries} "
-                         f"tries over {seconds:.0f} s{detail}: {server.fix}")
+        # redacted: the URI (or an error quoting it) may carry user:password@ or a token
+        super().__init__(redact(f"the {server.kind} at {server.uri} did not answer after "
+                                f"{tries} tries over {seconds:.0f} s{detail}: {server.fix}"))
 
 
 def call_with_retries(call: Callable[[], T], server: Server,
@@ -81,7 +84,7 @@ def call_with_retries(call: Callable[[], T], server: Server,
                 raise ServerUnavailable(server, rules.tries, time.monotonic() - start,
                                         short(err)) from err
             log.warning("the %s at %s failed (%s); trying again in %.0f s", server.kind,
-                        server.uri, short(err), pause)
+                        redact(server.uri), redact(short(err)), pause)
             time.sleep(pause)
     raise AssertionError("unreachable: the last try returns or raises")
 

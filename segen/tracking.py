@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from segen.config import MlflowParams
 from segen.project import Project
+from segen.redact import redacted
 from segen.retry import Policy, Server, ServerUnavailable, policy, short
 
 _EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
@@ -131,7 +132,7 @@ def start_run(project: Project, run_name: str, run_id: str | None = None,
             _create_experiment(project, name)
         mlflow.set_experiment(name)
         active = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name,
-                                  tags=tags)
+                                  tags=redacted(tags))  # no credentials in tags
         try:
             yield active
         except BaseException as err:

@@ -130,8 +130,9 @@ def _configure_remote(project: "Project") -> str:
     """The default DVC remote, from params.yaml data.remote, as every data version sets it."""
     from segen.config import load_params
     from segen.data.versioning import REMOTE, configure_remote, remote_url
+    from segen.redact import redact
 
     params = load_params(project.root / "params.yaml").data
     configure_remote(project, params)
-    return (f"DVC remote {REMOTE!r}: {remote_url(project, params)} (params.yaml data.remote; "
-            "set an s3:// URL there to share it)")
+    return (f"DVC remote {REMOTE!r}: {redact(remote_url(project, params))} (params.yaml "
+            "data.remote; set an s3:// URL there to share it)")

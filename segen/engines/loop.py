@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from segen.faults import failpoint
 from segen.project import Project
+from segen.redact import redacted
 from segen.tracking import client, start_run
 
 log = logging.getLogger("segen.training")
@@ -80,7 +81,8 @@ def run_epochs(project: Project, stage: str, key: str, trainer: Resumable, epoch
             tqdm(total=(epochs - resumed_from) * images_per_epoch, unit="img", desc=stage,
                  mininterval=1.0) as bar, _CheckpointWriter(path) as checkpoints:
         if state is None:
-            mlflow.log_params({**params, "device": trainer.device.type})
+            # redacted: a params value may be a URL with credentials
+            mlflow.log_params(redacted({**params, "device": trainer.device.type}))
         else:
             _log_if_missing(run.info.run_id, trainer.epoch, state.get(_METRICS, {}))
         while trainer.epoch < epochs:

@@ -7,6 +7,7 @@ from typing import Any
 from segen.config import Params
 from segen.pipeline.store import StageResult
 from segen.project import Project
+from segen.redact import redact
 
 
 def summarise(project: Project, params: Params, results: dict[str, StageResult],
@@ -42,7 +43,7 @@ def ui_commands(project: Project) -> dict[str, str]:
     prefect_home = os.environ.get("PREFECT_HOME", str(project.prefect_home))
     return {
         "mlflow": (f"mlflow ui --backend-store-uri {tracking} --port 5000"
-                   if tracking.startswith("sqlite:") else f"open {tracking}"),
+                   if tracking.startswith("sqlite:") else f"open {redact(tracking)}"),
         "prefect": f"PREFECT_HOME={prefect_home} prefect server start  # then open http://127.0.0.1:4200",
     }
 

@@ -26,6 +26,7 @@ from segen.faults import failpoint
 from segen.hashing import hash_json
 from segen.pipeline.store import StageResult, write_atomic
 from segen.project import Project
+from segen.redact import redacted
 from segen.registry.promotion.history import record_alias_move
 from segen.tracking import client, code_root, git_revision, start_run
 
@@ -171,17 +172,18 @@ def register(project: Project, what: Registration, upstream: dict[str, StageResu
     metrics = _loggable(evaluation.info["metrics"])
     params = {name: values for r in upstream.values()
               for name, values in r.info["params"].items()} | {what.section: asdict(section)}
-    tags = lineage_tags(project, upstream, hash_json(params)) | what.extra_tags
+    tags = redacted(lineage_tags(project, upstream, hash_json(params)) | what.extra_tags)
+    shown = redacted(params)  # what MLflow records: no credentials (e.g. in data.remote)
     data_version = upstream["version_data"].info["data_version"]
     with start_run(project, what.stage, tags=tags | {"segen.stage": what.stage}) as run:
-        mlflow.log_params({f"{name}.{k}": v for name, values in params.items()
+        mlflow.log_params({f"{name}.{k}": v for name, values in shown.items()
                            for k, v in values.items()})
         run_params = {"data_version": data_version, **{
             f"split.{k}": upstream["preprocess"].info[k] for k in ("train", "val", "test")}}
         if "mlflow_run_id" in train.info:
             run_params["train_run_id"] = train.info["mlflow_run_id"]
         mlflow.log_params(run_params)
-        mlflow.log_dict(params, "params.json")
+        mlflow.log_dict(shown, "params.json")
         mlflow.log_metrics(metrics)
         mlflow.log_artifacts(evaluation.path, artifact_path="evaluation")
         log_dataset(project, data_version)

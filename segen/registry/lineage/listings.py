@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from segen.project import Project
+from segen.redact import redact
 
 REMOTE = "segen"  # the remote name tasks/version_data.py configures
 _CHUNK = 1 << 20
@@ -67,7 +68,7 @@ def _remote_odb(repo: Any, remote_url: str | None) -> tuple[Any, str]:
     try:
         return repo.cloud.get_remote_odb(REMOTE), ""
     except DvcException as err:
-        return None, f"remote {remote_url}: {err}"
+        return None, redact(f"remote {remote_url}: {err}")  # no credentials shown
 
 
 def _listing(cache: Any, remote: Any, remote_error: str, data_version: str) -> Listing:
