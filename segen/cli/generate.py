@@ -45,6 +45,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     from segen.cli.main import params_path
     from segen.config import load_params
+    from segen.disk import writing
     from segen.serving.gen_pyfunc import GenerativeModel
     from segen.serving.predict import load_model
     from segen.tracking import configure_tracking
@@ -58,8 +59,10 @@ def _generate(args: argparse.Namespace) -> int:
                          "with `segen predict`); generative models are registered as "
                          "<register_generative.model_prefix><kind>, e.g. segen-dcgan")
     images = model.predict(request, params={"seed": args.seed})
-    report = write_images(images, args.out, {"model": uri, "run_id": model.metadata.run_id,
-                                             "seed": args.seed, **_described(args)})
+    with writing(args.out, "each file in it is whole or absent (no half-written PNG)"):
+        report = write_images(images, args.out, {"model": uri, "seed": args.seed,
+                                                 "run_id": model.metadata.run_id,
+                                                 **_described(args)})
     if args.json:
         print(json.dumps(report))
     else:
@@ -141,8 +144,6 @@ def write_images(images: Any, out: Path, about: dict[str, Any]) -> dict[str, Any
 
 
 def _save_png(image: Any, path: Path) -> None:
-    import os
+    from segen.disk import replace_atomic
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    replace_atomic(path, lambda tmp: image.save(tmp, format="PNG"))

@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         _parser().print_help()
         return EXIT_BAD_INPUT
     from segen.config import ParamsError, load_params
+    from segen.disk import DiskFull, explain_disk_full, is_disk_full
     from segen.env import configure_environment
     from segen.locking import ProjectBusy
     from segen.project import Project, ProjectError
@@ -38,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BUSY
     except (ParamsError, ProjectError, FileNotFoundError, ValueError, ServerUnavailable) as err:
         print(f"segen: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (DiskFull, OSError) as err:  # a full disk said plainly; other OSErrors as before
+        if not is_disk_full(err):
+            raise
+        print(f"segen: error: {explain_disk_full(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

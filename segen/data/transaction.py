@@ -30,6 +30,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Iterator
 
+from segen.disk import writing
 from segen.faults import failpoint
 from segen.pipeline.store import write_atomic
 from segen.project import Project
@@ -56,7 +57,9 @@ def data_change(project: Project) -> Iterator[None]:
     write_atomic(journal_path(project), json.dumps({"data_dvc": old}))
     token = _keep_previous.set(previous_path(project.data))
     try:
-        yield
+        with writing(project.data, "data/ and data.dvc still hold the previous version "
+                     "(nothing of the new data was kept)"):  # a full disk: DiskFull
+            yield
     except BaseException:
         _roll_back(project, old)  # a refused or failed change leaves the old version
         raise

@@ -17,6 +17,7 @@ tensors and plain containers, so a crafted file cannot run code when a run resum
 from __future__ import annotations
 
 import concurrent.futures
+import io
 import logging
 import math
 import os
@@ -29,6 +30,7 @@ from typing import Any, Callable, Protocol
 import torch
 from tqdm.auto import tqdm
 
+from segen.disk import writing
 from segen.faults import failpoint
 from segen.project import Project
 from segen.redact import redacted
@@ -215,7 +217,15 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     PREVIOUS, which a resume reads."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
+    buffer = io.BytesIO()  # serialised in memory: torch's own file writer turns a full disk
+    torch.save(state, buffer)  # into a bare RuntimeError, Python's write gives ENOSPC/EFBIG
+    try:
+        with writing(tmp, "the previous checkpoint is kept: free space and rerun to resume "
+                     "from it"):
+            tmp.write_bytes(buffer.getbuffer())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written checkpoint left behind
+        raise
     failpoint("checkpoint.write")
     if path.is_file():
         os.replace(path, path.with_name(PREVIOUS))

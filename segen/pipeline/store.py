@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from segen.disk import writing
 from segen.faults import failpoint
 from segen.hashing import hash_tree
 from segen.project import Project
@@ -82,11 +83,14 @@ class ArtifactStore:
 
     @contextmanager
     def staging(self, stage: str) -> Iterator[Path]:
-        """A private folder to write outputs into; removed if the block fails."""
+        """A private folder to write outputs into; removed if the block fails (a full disk
+        raises DiskFull naming the file: nothing of the stage is published)."""
         tmp = self.root / stage / f".tmp-{uuid.uuid4().hex}"
-        tmp.mkdir(parents=True)
         try:
-            yield tmp
+            with writing(tmp, f"nothing of {stage} was published (its staging folder is "
+                         "removed); the stages before it are stored"):
+                tmp.mkdir(parents=True)
+                yield tmp
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -120,9 +124,13 @@ def write_atomic(path: Path, text: str) -> None:
     """Write a small text file so readers never see it half written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    tmp.write_text(text)
-    failpoint("pointer.write")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        failpoint("pointer.write")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # e.g. a full disk: no half-written temporary is left
+        raise
 
 
 def read_pointer(project: Project, stage: str) -> StageResult | None:

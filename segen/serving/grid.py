@@ -2,7 +2,6 @@
 ground and written as a PNG atomically (a kill never leaves half a grid.png)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import numpy as np
 import torch
 from torchvision.utils import make_grid, save_image
 
+from segen.disk import replace_atomic
 from segen.serving.images import to_zero_one
 from segen.serving.palette import colourise
 
@@ -34,9 +34,8 @@ def tile_grid(tiles: torch.Tensor, per_row: int) -> torch.Tensor:
 
 def save_grid(tiles: torch.Tensor, path: Path, per_row: int) -> None:
     """tile_grid(tiles, per_row) as a PNG at path: written beside it, then renamed."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_image(tile_grid(tiles.detach().float().cpu(), per_row), tmp, format="png")
-    os.replace(tmp, path)
+    grid = tile_grid(tiles.detach().float().cpu(), per_row)
+    replace_atomic(path, lambda tmp: save_image(grid, tmp, format="png"))
 
 
 def save_prediction_grid(images: Any, truth: Any, pred: Any, path: Path) -> None:

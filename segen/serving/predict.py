@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from segen.disk import replace_atomic, writing
 from segen.serving.palette import colourise
 
 NOISE = -1
@@ -107,16 +108,15 @@ def save_labels(labels: np.ndarray, path: Path) -> None:
 
     labels = labels.astype(np.int64)
     if labels.max(initial=0) < 255:
-        Image.fromarray(np.where(labels == NOISE, 255, labels).astype(np.uint8)).save(path)
+        image = Image.fromarray(np.where(labels == NOISE, 255, labels).astype(np.uint8))
     else:
-        Image.fromarray(np.where(labels == NOISE, 65535, labels).astype(np.uint16)).save(path)
+        image = Image.fromarray(np.where(labels == NOISE, 65535, labels).astype(np.uint16))
+    replace_atomic(path, lambda tmp: image.save(tmp, format="PNG"))  # whole or absent
 
 
 def predict_files(spec: str, images: list[Path], out_dir: Path, *, max_pixels: int
                   ) -> dict[str, Any]:
     """Predict every image with the registered model; returns what predictions.json holds."""
-    from PIL import Image
-
     stems = [p.stem for p in images]
     if len(set(stems)) != len(stems):
         raise ValueError("two images share a file name stem, so their outputs would overwrite "
@@ -129,6 +129,15 @@ def predict_files(spec: str, images: list[Path], out_dir: Path, *, max_pixels: i
             raise FileNotFoundError(f"{path}: no such image")
         open_image(path, max_pixels=max_pixels, decode=False).close()
     model, uri = load_model(spec)
+    with writing(out_dir, "each file in it is whole or absent (no half-written PNG)"):
+        return _write_predictions(model, uri, images, out_dir, max_pixels)
+
+
+def _write_predictions(model: Any, uri: str, images: list[Path], out_dir: Path,
+                       max_pixels: int) -> dict[str, Any]:
+    """Each image's label map and overlay, then predictions.json, every file atomically."""
+    from PIL import Image
+
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path in images:
@@ -140,10 +149,12 @@ def predict_files(spec: str, images: list[Path], out_dir: Path, *, max_pixels: i
         label_path = out_dir / f"{path.stem}.labels.png"
         overlay_path = out_dir / f"{path.stem}.overlay.png"
         save_labels(labels, label_path)
-        Image.fromarray(overlay(image, labels)).save(overlay_path)
+        blended = Image.fromarray(overlay(image, labels))
+        replace_atomic(overlay_path, lambda tmp: blended.save(tmp, format="PNG"))
         written.append({"image": str(path), "labels": str(label_path),
                         "overlay": str(overlay_path), "shape": list(labels.shape),
                         "label_ids": sorted(int(k) for k in np.unique(labels))})
     report = {"model": uri, "run_id": model.metadata.run_id, "images": written}
-    (out_dir / "predictions.json").write_text(json.dumps(report, indent=1))
+    text = json.dumps(report, indent=1)
+    replace_atomic(out_dir / "predictions.json", lambda tmp: tmp.write_text(text))
     return report
