@@ -13,7 +13,8 @@ EXIT_BAD_INPUT = 2
 EXIT_BUSY = 75  # EX_TEMPFAIL: another command writes to the project; try again later
 # Command groups kept in modules of their own; each defines add_commands(sub, data_sub).
 _COMMAND_MODULES = ("segen.cli.init", "segen.cli.datasets", "segen.cli.generate",
-                    "segen.cli.registry", "segen.cli.lineage", "segen.cli.schedule")
+                    "segen.cli.registry", "segen.cli.lineage", "segen.cli.schedule",
+                    "segen.cli.team")
 
 
 def main(argv: list[str] | None = None) -> int:
