@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from segen.config import MlflowParams
 from segen.project import Project
-from segen.redact import redacted
+from segen.redact import redact, redacted
 from segen.retry import Policy, Server, ServerUnavailable, policy, short
 
 _EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
@@ -46,6 +46,8 @@ def configure_tracking(project: Project, params: MlflowParams) -> str:
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ[_EXPERIMENT_ENV] = params.experiment
     os.environ.update(mlflow_retry_settings(policy()))
+    if redact(uri) != uri:  # MLflow prints "View run at <URI>": not with credentials in it
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     project.state.mkdir(parents=True, exist_ok=True)
     return uri
 
