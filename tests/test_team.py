@@ -11,11 +11,15 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from conftest import segen_cli
@@ -35,17 +39,29 @@ def _read_env(path: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """(folder, the recorded state, the variables of team.env) of one running stack."""
-    work = tmp_path_factory.mktemp("team")
-    folder = work / "stack"
-    up = segen_cli("team", "up", "--dir", str(folder), "--json", cwd=work, timeout=700)
+@contextmanager
+def _stack_folder() -> Iterator[Path]:
+    """A folder for a stack outside pytest's basetemp: each pytest session that starts
+    (another's, on a shared machine) resets /tmp/pytest-of-USER to 0700, which would lock
+    the PostgreSQL user out of a cluster under it while it starts."""
+    work = Path(tempfile.mkdtemp(prefix="segen-team-test-", dir="/tmp"))
     try:
-        assert up.returncode == 0, up.stderr[-3000:]
-        yield folder, json.loads(up.stdout), _read_env(folder / "team.env")
+        yield work
     finally:
-        segen_cli("team", "down", "--dir", str(folder), cwd=work, timeout=120)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """(folder, the recorded state, the variables of team.env) of one running stack."""
+    with _stack_folder() as work:
+        folder = work / "stack"
+        up = segen_cli("team", "up", "--dir", str(folder), "--json", cwd=work, timeout=700)
+        try:
+            assert up.returncode == 0, up.stderr[-3000:]
+            yield folder, json.loads(up.stdout), _read_env(folder / "team.env")
+        finally:
+            segen_cli("team", "down", "--dir", str(folder), cwd=work, timeout=120)
 
 
 def _python(code: str, env: dict[str, str], cwd: Path, timeout: float = 300) -> str:
@@ -259,6 +275,32 @@ def test_unreachable_lock_database_names_it(tmp_path, monkeypatch):
         with model_lock(Project.at(tmp_path), "m", 1):
             pass
     assert "secret" not in str(err.value)
+
+
+def test_a_failed_up_stops_what_it_started():
+    with _stack_folder() as work:
+        _check_failed_up(work / "stack")
+
+
+def _check_failed_up(folder: Path) -> None:
+    done = segen_cli("team", "up", "--dir", str(folder), "--bucket", "x", cwd=folder.parent,
+                     timeout=300)  # "x": too short for an S3 bucket name, after two starts
+    assert done.returncode == 1 and "segen team up failed" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "bucket" in done.stderr.lower()
+    assert not (folder / "team.json").exists() and not (folder / "team.env").exists()
+    assert not _in_folder(folder)  # every service runs in the folder (PostgreSQL in its data)
+
+
+def _in_folder(folder: Path) -> list[int]:
+    pids = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{entry}/cwd").resolve().is_relative_to(folder.resolve()) and pid_alive(
+                    int(entry)):
+                pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
 
 
 def _tree(pids: list[int]) -> set[int]:

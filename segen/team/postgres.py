@@ -82,11 +82,14 @@ def init_cluster(root: Path, password: str, log: Path) -> Path:
         if owner is not None:
             os.chown(pwfile, *owner)
         with open(log, "ab") as out:
-            subprocess.run([server_bin("initdb"), "-D", str(root / "data"), "-U", ROLE,
-                            "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8",
-                            "--no-locale"], stdout=out, stderr=subprocess.STDOUT, check=True,
-                           env=_env(), user=owner and owner[0], group=owner and owner[1],
-                           extra_groups=[] if owner else None)
+            done = subprocess.run([server_bin("initdb"), "-D", str(root / "data"), "-U", ROLE,
+                                   "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8",
+                                   "--no-locale"], stdout=out, stderr=subprocess.STDOUT,
+                                  env=_env(), user=owner and owner[0],
+                                  group=owner and owner[1], extra_groups=[] if owner else None)
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed (exit {done.returncode}); its log {log}:\n"
+                               f"{log.read_text(errors='replace')[-2000:]}")
     finally:
         pwfile.unlink(missing_ok=True)
     return root / "data"

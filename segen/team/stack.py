@@ -68,9 +68,12 @@ def up(spec: TeamSpec) -> dict[str, Any]:
     keys = _new_secrets(folder)
     try:
         _start_all(folder, spec, state, keys)
-    except BaseException:
+    except BaseException as err:
         down(folder)  # a half-started stack is stopped whole
-        raise
+        if not isinstance(err, Exception):
+            raise  # Ctrl-C: stopped, and said by the interpreter
+        raise TeamError(f"segen team up failed, so the services it had started are stopped "
+                        f"again (logs in {folder / 'logs'}): {err}") from err
     state["startup_s"] = round(time.perf_counter() - began, 1)
     _save(folder, state)
     _write_env(folder / "team.env", client_env(state, keys))
