@@ -4,6 +4,7 @@ through the real CLI; bad input gives exit code 2 and a clear message."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -134,30 +135,49 @@ def _pngs(out: Path) -> list[str]:
     return sorted(p.name for p in out.glob("sample-*.png"))
 
 
+def _check_samples(out: Path, n: int) -> None:
+    """n SIZE x SIZE RGB samples with content, and grid.png tiling them: ceil(sqrt(n)) to a
+    row, 2 px of white around each (segen.serving.grid), sample-0000.png the first tile."""
+    assert _pngs(out) == [f"sample-{i:04d}.png" for i in range(n)]
+    samples = [Image.open(out / name) for name in _pngs(out)]
+    assert {(im.mode, im.size) for im in samples} == {("RGB", (SIZE, SIZE))}
+    assert all(np.ptp(np.asarray(im)) > 0 for im in samples)  # no blank image
+    per_row = math.ceil(math.sqrt(n))
+    rows, step = math.ceil(n / per_row), SIZE + 2
+    grid = Image.open(out / "grid.png")
+    assert (grid.mode, grid.size) == ("RGB", (per_row * step + 2, rows * step + 2))
+    tiles = np.asarray(grid).astype(int)
+    np.testing.assert_allclose(tiles[2:2 + SIZE, 2:2 + SIZE], np.asarray(samples[0]), atol=1)
+    if n > 1:  # the second tile, to the right of the first
+        np.testing.assert_allclose(tiles[2:2 + SIZE, 2 + step:2 + step + SIZE],
+                                   np.asarray(samples[1]), atol=1)
+
+
 @pytest.mark.slow
 def test_generate_writes_pngs_and_grid(registered: Path) -> None:
     out = registered / "out-dcgan"
     result = segen_cli("generate", "--model", "test-dcgan@champion", "--n", "6", "--seed", "1",
                        "--out", str(out), cwd=registered)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert _pngs(out) == [f"sample-{i:04d}.png" for i in range(6)]
-    assert np.asarray(Image.open(out / "sample-0000.png")).shape == (SIZE, SIZE, 3)
-    assert (out / "grid.png").is_file() and "wrote 6 image(s)" in result.stdout
+    _check_samples(out, 6)
+    assert "wrote 6 image(s)" in result.stdout
     report = json.loads((out / "generated.json").read_text())
     assert report["model"] == "models:/test-dcgan@champion" and report["seed"] == 1
+    assert report["shape"] == [6, SIZE, SIZE, 3] and report["grid"] == str(out / "grid.png")
+    assert report["images"] == [str(out / name) for name in _pngs(out)]
     assert not list(out.glob(".*"))  # no temporary files left behind
 
     out = registered / "out-cgan"
     result = segen_cli("generate", "--model", "test-cgan/1", "--n", "3", "--class", "2",
                        "--out", str(out), cwd=registered)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert len(_pngs(out)) == 3 and (out / "grid.png").is_file()
+    _check_samples(out, 3)
 
     out = registered / "out-pix2pix"
     result = segen_cli("generate", "--model", "test-pix2pix", "--mask", "masks/a.png",
                        "masks/b.png", "--out", str(out), cwd=registered)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert len(_pngs(out)) == 2 and (out / "grid.png").is_file()
+    _check_samples(out, 2)
 
 
 @pytest.mark.slow
@@ -213,6 +233,21 @@ def _preprocessed(folder: Path, n: int = 10, size: int = 32) -> Path:
     return folder
 
 
+def _check_pair_grid(path: Path, images, masks) -> None:  # noqa: ANN001
+    """grid.png: rows of synthetic image | its mask in the palette, 2 px of white between."""
+    from segen.serving.palette import colourise
+
+    n, size = len(images), images.shape[1]
+    step = size + 2
+    grid = Image.open(path)
+    assert (grid.mode, grid.size) == ("RGB", (2 * step + 2, n * step + 2))
+    tiles = np.asarray(grid).astype(int)
+    np.testing.assert_allclose(tiles[2:2 + size, 2:2 + size], np.asarray(images[0]), atol=1)
+    np.testing.assert_allclose(tiles[2 + step:2 + step + size, 2 + step:2 + step + size],
+                               colourise(np.asarray(masks[1])), atol=1)
+    assert np.ptp(tiles[2:2 + size, 2:2 + size]) > 0
+
+
 def test_synthetic_pairs_train_the_unet(tmp_path: Path) -> None:
     """synthesize_pairs' work on a tiny pix2pix, then the U-Net recipe on real + synthetic
     pairs (segen.engines.unet_trainer.fit) and the U-Net evaluation on the test split."""
@@ -238,7 +273,8 @@ def test_synthetic_pairs_train_the_unet(tmp_path: Path) -> None:
     synthetic = _result("synthesize_pairs", out, **lineage)
     images, masks = load_pairs(synthetic)
     assert images.shape == (5, 32, 32, 3) and masks.shape == (5, 32, 32)
-    assert set(masks.unique().tolist()) <= {0, 1, 2} and (out / "grid.png").is_file()
+    assert set(masks.unique().tolist()) <= {0, 1, 2}
+    _check_pair_grid(out / "grid.png", images, masks)
 
     unet = UNetParams(depth=2, base_width=4, epochs=1, batch_size=4, lr=0.003,
                       weight_decay=0.0, dice_weight=1.0, augment=False, crop_size=None, seed=0)
