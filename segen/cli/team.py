@@ -24,8 +24,11 @@ def add_commands(sub: Any, data: Any) -> None:
                     "each stack and written only to DIR/team.env (mode 0600). The object "
                     "store is in memory: each `up` starts a fresh stack.")
     _dir_option(start)
-    start.add_argument("--host", default="127.0.0.1", help="address every server binds "
-                       "(default: 127.0.0.1)")
+    start.add_argument("--host", default="127.0.0.1", help="address every server binds, "
+                       "and team.env names (default: 127.0.0.1). Another address opens "
+                       "the stack to other machines; only PostgreSQL checks a password there "
+                       "(moto, and Prefect's and MLflow's servers as started here, have no "
+                       "authentication): a trusted network only")
     start.add_argument("--bucket", default="segen", help="S3 bucket (default: segen)")
     start.add_argument("--prefect-db", default="prefect", help="Prefect's PostgreSQL "
                        "database (default: prefect)")

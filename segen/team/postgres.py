@@ -68,8 +68,10 @@ def _can_traverse(info: os.stat_result, uid: int, gid: int) -> bool:
     return bool(info.st_mode & stat.S_IXOTH)
 
 
-def init_cluster(root: Path, password: str, log: Path) -> Path:
-    """initdb a cluster in root/data for ROLE with password; returns the data folder."""
+def init_cluster(root: Path, password: str, log: Path, host: str) -> Path:
+    """initdb a cluster in root/data for ROLE with password; returns the data folder.
+    initdb lets in loopback clients only; on another host address, clients from anywhere
+    (with the password)."""
     owner = os_user()
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     if owner is not None:
@@ -92,6 +94,9 @@ def init_cluster(root: Path, password: str, log: Path) -> Path:
                                f"{log.read_text(errors='replace')[-2000:]}")
     finally:
         pwfile.unlink(missing_ok=True)
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        with open(root / "data" / "pg_hba.conf", "a") as hba:
+            hba.write("host all all all scram-sha-256  # segen team up --host\n")
     return root / "data"
 
 

@@ -108,7 +108,7 @@ def _start_all(folder: Path, spec: TeamSpec, state: dict, keys: dict[str, str]) 
 
 def _start_postgres(folder: Path, state: dict, password: str, port: int) -> None:
     log = folder / "logs" / "postgres.log"
-    data = postgres.init_cluster(folder / "postgres", password, log)
+    data = postgres.init_cluster(folder / "postgres", password, log, state["host"])
     cmd, options = postgres.server_command(data, state["host"], port)
     _launch(folder, state, "postgres", cmd, options.pop("env"), port, **options)
     _wait(folder, state, "postgres",
