@@ -90,6 +90,21 @@ def test_status_reports_every_service_up(stack, tmp_path):
         assert password not in text and team["AWS_SECRET_ACCESS_KEY"] not in text, log
     again = segen_cli("team", "up", "--dir", str(folder), cwd=tmp_path)
     assert again.returncode == 1 and "already running" in again.stderr
+    _assert_prefect_in_postgres(team["SEGEN_LOCK_DATABASE_URL"].rsplit("/", 1)[0] + "/prefect")
+
+
+def _assert_prefect_in_postgres(url: str) -> None:
+    """Prefect's server keeps its state in PostgreSQL: the pool and its worker are rows."""
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT p.type, count(w.id) FROM work_pool p JOIN worker w "
+                        "ON w.work_pool_id = p.id WHERE p.name = 'segen' GROUP BY p.type")
+            assert cur.fetchall() == [("process", 1)]
+    finally:
+        conn.close()
 
 
 def test_mlflow_rows_in_postgres_files_in_bucket_model_loads_fresh(stack, tmp_path):
