@@ -5,7 +5,9 @@ new data version and gates the new model; bad data written by hand into data/ ma
 next run FAILED in Prefect with the reason, and the champion stays where it was.
 
 The schedule runs only the U-Net's stages (--stages register_unet) on the TINY project, so a
-retraining run takes seconds; the whole pipeline is the same code with more stages."""
+retraining run takes seconds; the whole pipeline is the same code with more stages. Its gate
+asks for a margin no mean IoU difference can clear (differences lie in [-1, 1]), so the
+retrained model's verdict is decided: rejected, the first version stays champion."""
 from __future__ import annotations
 
 import json
@@ -29,7 +31,7 @@ from segen.project import Project
 
 WAIT_S = 420  # per scheduled run: CI machines with 2 busy cores are slow
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
-DECISIONS = {"promoted", "rejected", "forced", "first", "already_champion"}
+UNREACHABLE = {"promote": {"segmentation": {"metric": "mean_iou", "margin": 1.0}}}
 
 
 def _final_runs(api: str) -> list[Any]:
@@ -77,7 +79,7 @@ def _champion(project: Project, name: str) -> str:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{project.mlflow_db}")
-    return client.get_model_version_by_alias(name, "champion").version
+    return str(client.get_model_version_by_alias(name, "champion").version)  # an int here
 
 
 def _new_pairs(tmp_path: Path) -> Path:
@@ -101,7 +103,7 @@ def _write_bad_mask(project: Project) -> str:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_scheduled_retraining(tmp_path: Path) -> None:
-    project = Project.at(init_project(tmp_path / "proj"))
+    project = Project.at(init_project(tmp_path / "proj", UNREACHABLE))
     model = TINY["register"]["model_name"]
     with prefect_server(tmp_path / "prefect-server") as api:
         log = tmp_path / "schedule.log"
@@ -118,8 +120,10 @@ def test_scheduled_retraining(tmp_path: Path) -> None:
             assert first.state.type.value == "COMPLETED", first.state.message
             report = _report(project, first)
             assert "train_unet" in report["stages_ran"]
-            assert [p["model"] for p in report["promotions"]] == [model]
-            champion = _champion(project, model)
+            # the first registration claims champion; its gate finds it there already
+            assert [(p["model"], p["decision"]) for p in report["promotions"]] == [
+                (model, "already_champion")]
+            assert _champion(project, model) == "1"
 
             second = _next_run(api, seen, schedule, log)  # nothing changed: ends at once
             assert second.state.type.value == "COMPLETED", second.state.message
@@ -137,10 +141,13 @@ def test_scheduled_retraining(tmp_path: Path) -> None:
             report = _report(project, retrained)
             assert report["data_changed"] and "train_unet" in report["stages_ran"]
             (decision,) = report["promotions"]
-            assert decision["model"] == model and decision["decision"] in DECISIONS
-            if decision["decision"] == "promoted":
-                assert _champion(project, model) == decision["version"] != champion
-            champion = _champion(project, model)
+            assert (decision["model"], decision["version"], decision["decision"]) == (
+                model, "2", "rejected")
+            gate = decision["gate"]["report"]
+            assert (gate["metric"], gate["margin"], gate["champion"]["version"]) == (
+                "mean_iou", 1.0, 1)
+            assert gate["test_data_version"] == new_version and not gate["passed"]
+            assert _champion(project, model) == "1"
 
             bad_mask = _write_bad_mask(project)
             written = time.time()
@@ -149,7 +156,7 @@ def test_scheduled_retraining(tmp_path: Path) -> None:
             assert failed.state.type.value == "FAILED"
             assert "DataValidationError" in failed.state.message
             assert bad_mask in failed.state.message and "out of range" in failed.state.message
-            assert _champion(project, model) == champion
+            assert _champion(project, model) == "1"
         finally:
             _stop_group(schedule)
         assert "segen-retrain" in log.read_text()
