@@ -68,12 +68,17 @@ def test_caching_matrix(tiny_project: Path, run_pipeline) -> None:
 
 def test_missing_artifact_recomputes(tiny_project: Path, run_pipeline) -> None:
     first = run_pipeline(tiny_project, UNET)
+    import torch
+
     train_key = statuses_keys(first)["train_unet"]
-    shutil.rmtree(tiny_project / ".segen" / "store" / "train_unet" / train_key)
+    weights = tiny_project / ".segen" / "store" / "train_unet" / train_key / "model.pt"
+    before = torch.load(weights, weights_only=True)  # the U-Net's state_dict
+    shutil.rmtree(weights.parent)
     second = run_pipeline(tiny_project, UNET)
     assert statuses(second)["train_unet"] == "ran"
-    assert (tiny_project / ".segen" / "store" / "train_unet" / train_key / "model.pt").is_file()
+    after = torch.load(weights, weights_only=True)
     # retraining with the same seed and data reproduces the same weights: downstream hits
+    assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
     assert statuses(second)["evaluate_unet"] == "cached"
 
 

@@ -1,6 +1,7 @@
 """dvc.yaml matches the stage graph, and `dvc repro` runs the stages, then does nothing."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -46,7 +47,10 @@ def test_dvc_repro_twice(tmp_path: Path) -> None:
     for name in stages_for(["register_unet"]):
         assert f"Running stage '{name}'" in first.stdout
     assert "train_gan" not in first.stdout
-    assert (root / ".segen/stages/register_unet.json").is_file()
+    pointer = json.loads((root / ".segen/stages/register_unet.json").read_text())
+    assert pointer["stage"] == "register_unet" and len(pointer["key"]) == 64
+    assert (pointer["info"]["model_name"], pointer["info"]["version"]) == ("test-unet", 1)
+    assert 0 <= pointer["info"]["metrics"]["mean_iou"] <= 1
     second = run("repro", "register_unet")
     assert second.returncode == 0
     assert "Running stage" not in second.stdout

@@ -99,13 +99,19 @@ def test_init_then_import_pairs_then_run_registers_a_model(tmp_path: Path) -> No
     imported = segen_cli("data", "import-pairs", str(images), str(masks), "--classes",
                          "background", "box", cwd=root)
     assert imported.returncode == 0, imported.stderr[-3000:]
-    assert (root / "data.dvc").is_file()
+    (out,) = yaml.safe_load((root / "data.dvc").read_text())["outs"]
+    assert out["path"] == "data" and out["md5"].endswith(".dir") and out["md5"] in imported.stdout
     run = segen_cli("run", "--stages", "register_unet", "--json", cwd=root)
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     assert [(m["name"], m["version"]) for m in summary["models"]] == [("test-unet", 1)]
     assert "iou_box" in summary["models"][0]["metrics"]  # the imported classes, not the shapes
-    assert (root / ".segen/stages/register_unet.json").is_file()
+    pointer = json.loads((root / ".segen/stages/register_unet.json").read_text())
+    assert pointer["stage"] == "register_unet"
+    assert {s["name"]: s["key"] for s in summary["stages"]}["register_unet"] == pointer["key"]
+    info = pointer["info"]
+    assert (info["model_name"], info["version"], info["champion"]) == ("test-unet", 1, True)
+    assert info["metrics"] == summary["models"][0]["metrics"]
 
 
 def test_the_wheel_ships_the_default_params(tmp_path: Path) -> None:
