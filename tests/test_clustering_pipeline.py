@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import statuses, write_params
+from conftest import TINY, statuses, write_params
 
 pytestmark = pytest.mark.slow
 CLUSTER_STAGES = ["train_kmeans", "evaluate_kmeans", "register_kmeans", "train_dbscan",
@@ -24,6 +24,20 @@ def _client(project: Path):
     uri = f"sqlite:///{project / '.segen' / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _check_grid(path: str) -> None:
+    """Rows of test image | truth | clusters, 2 px of white between tiles (segen.serving.grid):
+    cluster_evaluate.grid_images (TINY: 4) rows of 32 x 32 tiles, three to a row."""
+    from PIL import Image
+
+    rows, step = TINY["cluster_evaluate"]["grid_images"], TINY["preprocess"]["image_size"] + 2
+    grid = Image.open(path)
+    assert (grid.mode, grid.size) == ("RGB", (3 * step + 2, rows * step + 2))
+    tiles = np.asarray(grid)
+    for column in range(3):  # image, truth, prediction: none of them blank
+        tile = tiles[2:step, 2 + column * step:column * step + step]
+        assert np.ptp(tile) > 0, f"tile {column} of the first row is constant"
 
 
 def test_clustering_stages_run_cache_register_and_compare(tiny_project: Path, run_pipeline
@@ -63,8 +77,8 @@ def test_clustering_stages_run_cache_register_and_compare(tiny_project: Path, ru
     assert run.data.params["kmeans.n_clusters"] == "4" and "ari" in run.data.metrics
     (dataset_input,) = run.inputs.dataset_inputs
     assert {t.key: t.value for t in dataset_input.tags}["dvc_md5"] == first["data_version"]
-    assert "evaluation/grid.png" in {a.path for a in client.list_artifacts(version.run_id,
-                                                                           "evaluation")}
+    _check_grid(client.download_artifacts(version.run_id, "evaluation/grid.png",
+                                          str(tiny_project.parent)))
     compare_run = client.get_run(
         _stage_info(tiny_project, "compare_segmenters")["mlflow_run_id"])
     assert "kmeans.ari" in compare_run.data.metrics
