@@ -169,8 +169,11 @@ class SegmentationAccumulator:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         # Inputs are checked in update(); torchmetrics' own checks would only repeat them.
+        # The pixels are this process's: in a training group only rank 0 validates, so a
+        # sync with the other ranks (torchmetrics' default there) would wait for them.
         self._confusion = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index,
-                                                    validate_args=False)
+                                                    validate_args=False,
+                                                    sync_on_compute=False)
         self.updates = 0
 
     def to(self, device: torch.device | str) -> SegmentationAccumulator:

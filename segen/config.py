@@ -133,7 +133,18 @@ class SegmenterTrainingParams:
     # random training crops: an int (square) or [height, width]; null: whole images
     crop_size: Size | HeightWidth | None
     seed: Seed
+    # training processes (torch elastic, one GPU each on GPUs); batch_size is the global batch
+    processes: Count
     section: ClassVar[str]  # its section in params.yaml; subclasses also give an `arch`
+
+    @model_validator(mode="after")
+    def _split_batch(self) -> SegmenterTrainingParams:
+        # Each process takes batch_size // processes images, so the global batch is the same.
+        if self.batch_size % self.processes:
+            _fail(("batch_size", self.batch_size,
+                   f"a multiple of processes = {self.processes} (each process trains on "
+                   "batch_size / processes images)"))
+        return self
 
 
 @_section

@@ -25,6 +25,8 @@ FAILPOINTS = {
     "register.run": "a registration's MLflow run logged (params, metrics), its model not yet",
     "register.version": "the registered version created with its tags, the champion not claimed",
     "promote.alias": "the champion alias moved, its history event not yet completed",
+    "ddp.rank1_epoch": "rank 1 of a multi-process training at an epoch's end, in the group's "
+                       "first attempt only (its restart resumes from the last checkpoint)",
 }
 _passes: dict[str, int] = {}
 

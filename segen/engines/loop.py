@@ -68,17 +68,21 @@ def checkpoint_path(project: Project, stage: str, key: str) -> Path:
 
 def run_epochs(project: Project, stage: str, key: str, trainer: Resumable, epochs: int, *,
                images_per_epoch: int, params: dict[str, Any], tags: dict[str, str],
-               end_of_epoch: Callable[[Resumable, dict[str, float], Any], dict[str, float]]
-               ) -> LoopResult:
+               end_of_epoch: Callable[[Resumable, dict[str, float], Any], dict[str, float]],
+               resumed: Callable[[int], None] | None = None) -> LoopResult:
     """Train up to `epochs`, resuming where a killed run of this stage and key stopped.
 
     params: logged once (a fresh run); end_of_epoch(trainer, losses, run) -> more metrics
-    (validation), or raises to stop the stage (divergence)."""
+    (validation), or raises to stop the stage (divergence); resumed(epoch): called once the
+    checkpoint is read (rank 0 of a group: the other ranks may read it now)."""
     import mlflow
 
     path = checkpoint_path(project, stage, key)
     state = _resume(trainer, path, epochs)
-    resumed_from, seconds, metrics = trainer.epoch, 0.0, {}
+    if resumed is not None:
+        resumed(trainer.epoch)
+    # a run resumed at its last epoch trains nothing: its result is the checkpoint's
+    resumed_from, seconds, metrics = trainer.epoch, 0.0, (state or {}).get(_METRICS, {})
     with start_run(project, stage, run_id=state and state["run_id"], tags=tags) as run, \
             tqdm(total=(epochs - resumed_from) * images_per_epoch, unit="img", desc=stage,
                  mininterval=1.0) as bar, _CheckpointWriter(path) as checkpoints:
@@ -97,6 +101,21 @@ def run_epochs(project: Project, stage: str, key: str, trainer: Resumable, epoch
             bar.set_postfix(epoch=trainer.epoch, **{k: f"{v:.4g}" for k, v in losses.items()})
         run_id = run.info.run_id
     return LoopResult(run_id, resumed_from, seconds, metrics)
+
+
+def follow_epochs(project: Project, stage: str, key: str, trainer: Resumable, epochs: int, *,
+                  before: Callable[[], None], end_of_epoch: Callable[[Resumable], None]) -> None:
+    """The loop of a rank other than 0 in a group: the same resume and epochs as rank 0's
+    run_epochs, without MLflow or checkpoints (rank 0 writes those).
+
+    before(): returns once rank 0 has read the checkpoint (and set aside a damaged one), so
+    every rank restores the same one; end_of_epoch(trainer): waits for rank 0's validation."""
+    before()
+    _resume(trainer, checkpoint_path(project, stage, key), epochs)
+    with tqdm(disable=True) as bar:
+        while trainer.epoch < epochs:
+            trainer.train_epoch(bar)
+            end_of_epoch(trainer)
 
 
 def discard_checkpoint(project: Project, stage: str, key: str) -> None:

@@ -10,7 +10,13 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import (
+    ConcatDataset,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    Sampler,
+)
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -78,8 +84,9 @@ def train_dataset(prepared: StageResult, extra: StageResult | None, transform: A
 
 
 def loader(dataset: Dataset, batch_size: int, device: torch.device, *,
-           generator: torch.Generator | None) -> DataLoader:
-    """Shuffled (generator given: the seeded order, restorable) or ordered batches.
+           generator: torch.Generator | None, sampler: Sampler | None = None) -> DataLoader:
+    """Shuffled (generator given: the seeded order, restorable), ordered, or in a sampler's
+    order (one rank's share of the dataset: rank_sampler).
 
     On CUDA, worker processes decode and augment while the GPU computes, into pinned memory
     for asynchronous copies. On the CPU the same cores train, and workers would only take
@@ -89,7 +96,16 @@ def loader(dataset: Dataset, batch_size: int, device: torch.device, *,
     workers = min(4, max(1, (torch.get_num_threads() or 2) - 1)) if cuda else 0
     # A training batch of one image cannot train BatchNorm after global pooling (DeepLabV3's
     # ASPP): such a last batch is dropped (its image is in the next epoch's other batches).
-    drop_last = shuffled and len(dataset) % batch_size == 1 and len(dataset) > 1
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffled,
+    # Every rank's sampler has the same length, so the ranks drop alike and stay in step.
+    size = len(dataset) if sampler is None else len(sampler)
+    drop_last = (shuffled or sampler is not None) and size % batch_size == 1 and size > 1
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffled, sampler=sampler,
                       generator=generator, num_workers=workers, pin_memory=cuda,
                       persistent_workers=workers > 0, drop_last=drop_last)
+
+
+def rank_sampler(dataset: Dataset, rank: int, world: int, seed: int) -> DistributedSampler:
+    """One rank's share of each epoch's seeded permutation: perm[rank::world] (padded to a
+    multiple of world by repeating its start), so the ranks' batches together are one
+    process's global batch. set_epoch(epoch) before each epoch draws that epoch's order."""
+    return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
