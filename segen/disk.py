@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Callable, Iterator
 # ENOSPC: the filesystem is full; EDQUOT: the user's quota; EFBIG: a file size limit
 # (RLIMIT_FSIZE, or the filesystem's largest file).
 FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")  # replace_atomic's temporary names
 
 
 class DiskFull(RuntimeError):
@@ -57,7 +59,8 @@ def writing(path: Path | str, undone: str) -> Iterator[None]:
 
 def replace_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """write(tmp) to a temporary name beside path, then rename it over path: readers see the
-    old file or the whole new one, and a failed write (a full disk) leaves no temporary."""
+    old file or the whole new one, and a failed write (a full disk) leaves no temporary; a
+    killed one does, which remove_temporaries recognises by its name."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
@@ -65,6 +68,17 @@ def replace_atomic(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporaries of replace_atomic that killed writers left in folder (not its
+    sub-folders); call it only where no live writer can be mid-write (the project lock)."""
+    removed = []
+    for path in folder.glob(".*.tmp") if folder.is_dir() else ():
+        if _TEMPORARY.fullmatch(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def mount_point(path: Path) -> Path:

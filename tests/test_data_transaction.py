@@ -117,3 +117,17 @@ def test_a_refused_import_leaves_everything_as_it_was(versioned, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert _state(versioned) == before and _leftovers(versioned) == []
     assert not journal_path(versioned).exists()
+
+
+def test_the_temporary_of_a_killed_atomic_write_is_removed_by_the_next_writer(versioned,
+                                                                              tmp_path):
+    """Killed between writing the journal's temporary and renaming it (pointer.write is
+    every write_atomic): the temporary stays until the next writer starts."""
+    before, command = _state(versioned), _command("add", tmp_path)
+    assert segen_cli(*command, cwd=versioned.root, env={ENV: "pointer.write"}).returncode == KILLED
+    left = [p.name for p in versioned.state.glob(".data-change.json.*.tmp")]
+    assert len(left) == 1 and not journal_path(versioned).exists()
+    rerun = segen_cli(*command, cwd=versioned.root)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert list(versioned.state.glob(".*.tmp")) == [] and _agrees(versioned)
+    assert _state(versioned) != before

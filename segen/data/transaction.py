@@ -30,7 +30,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Iterator
 
-from segen.disk import writing
+from segen.disk import remove_temporaries, writing
 from segen.faults import failpoint
 from segen.pipeline.store import write_atomic
 from segen.project import Project
@@ -108,6 +108,12 @@ def recover(project: Project) -> None:
                             "previous text is restored (%s)", journal)
         journal.unlink(missing_ok=True)
     _delete_leftovers(project.data.parent)
+    # the temporaries of atomic writes (pointers, this journal, data.dvc, reports) that a
+    # kill left before their rename
+    for folder in (project.root, project.state, project.pointers, project.state / "reports",
+                   project.state / "retrain", project.state / "retrain" / "runs"):
+        for path in remove_temporaries(folder):
+            log.info("removed %s, left by an interrupted write", path)
 
 
 def _commit(project: Project) -> None:

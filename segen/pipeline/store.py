@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from segen.disk import writing
+from segen.disk import replace_atomic, writing
 from segen.faults import failpoint
 from segen.hashing import hash_tree
 from segen.project import Project
@@ -123,14 +123,12 @@ class ArtifactStore:
 def write_atomic(path: Path, text: str) -> None:
     """Write a small text file so readers never see it half written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    try:
+
+    def write(tmp: Path) -> None:
         tmp.write_text(text)
         failpoint("pointer.write")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # e.g. a full disk: no half-written temporary is left
-        raise
+
+    replace_atomic(path, write)
 
 
 def read_pointer(project: Project, stage: str) -> StageResult | None:
