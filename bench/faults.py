@@ -199,12 +199,17 @@ def relevant(p: Project) -> list[str]:
     return sorted(set(FAILPOINTS_OF[p.op]) | set(p.passes))
 
 
-def pick_kill(p: Project, rng: random.Random) -> str:
-    """A failpoint of the operation with N among its passes, or a random delay."""
-    if rng.random() < 0.5:
+def pick_kill(p: Project, rng: random.Random, i: int) -> str:
+    """Trial i: first each failpoint the clean run passed, once (with N among its passes),
+    so a narrow window is never left to chance; then a failpoint or a random delay."""
+    reached = [name for name in relevant(p) if p.passes.get(name)]
+    if i <= len(reached):
+        name = reached[i - 1]
+    elif rng.random() < 0.5:
         name = rng.choice(relevant(p))
-        return f"fp:{name}:{rng.randint(1, max(p.passes[name], 1))}"
-    return f"delay:{rng.uniform(0, p.seconds):.2f}"
+    else:
+        return f"delay:{rng.uniform(0, p.seconds):.2f}"
+    return f"fp:{name}:{rng.randint(1, max(p.passes.get(name, 0), 1))}"
 
 
 # ---- a trial -----------------------------------------------------------------------------
@@ -277,7 +282,7 @@ def report(results: list[dict[str, Any]], projects: dict[str, Project], seed: in
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=30, help="in all, spread over --ops")
+    parser.add_argument("--trials", type=int, default=35, help="in all, spread over --ops")
     parser.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kill", help="this kill in every trial: fp:NAME:N or delay:SECONDS")
@@ -294,7 +299,7 @@ def main() -> int:
         print(f"{op}: project {p.root}, clean run {p.seconds:.1f} s, passes {dict(p.passes)}",
               flush=True)
         for i in range(1, n + 1):
-            kill = args.kill or pick_kill(p, random.Random(f"{args.seed}-{op}-{i}"))
+            kill = args.kill or pick_kill(p, random.Random(f"{args.seed}-{op}-{i}"), i)
             results.append(trial(p, i, kill))
             r = results[-1]
             print(f"  trial {i}: {kill} -> {r['outcome']}; rerun {r['rerun_rc']} "
