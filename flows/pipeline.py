@@ -9,6 +9,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from segen.config import load_params
 from segen.data.versioning import ensure_data
+from segen.locking import project_lock
 from segen.pipeline.graph import STAGES, stages_for
 from segen.pipeline.runner import StageLog
 from segen.pipeline.store import StageResult, read_pointer
@@ -27,10 +28,13 @@ def pipeline(project_dir: str, params_path: str, targets: list[str] | None = Non
     exist; each one a cache hit when its inputs are unchanged."""
     project, params = Project.at(project_dir), load_params(Path(params_path))
     configure_tracking(project, params.mlflow)
-    data_source = ensure_data(project, params.data, params.dataset)
-    stages = StageLog(project, params, stage_table())
-    stages.run_all(list(STAGES) if targets is None else stages_for(targets))
-    return summarise(project, params, stages.results, stages.statuses, data_source)
+    # One writer per project. Re-entered under `segen run`/`retrain` in this process; the
+    # flow run of a work pool's worker is a process of its own, which takes it here.
+    with project_lock(project, "segen-pipeline flow"):
+        data_source = ensure_data(project, params.data, params.dataset)
+        stages = StageLog(project, params, stage_table())
+        stages.run_all(list(STAGES) if targets is None else stages_for(targets))
+        return summarise(project, params, stages.results, stages.statuses, data_source)
 
 
 @flow(name="segen-stage", task_runner=ThreadPoolTaskRunner())

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 EXIT_BAD_INPUT = 2
 EXIT_BUSY = 75  # EX_TEMPFAIL: another command writes to the project; try again later
+EXIT_NO_WORKER = 69  # EX_UNAVAILABLE: no worker serves the work pool, or the run crashed
 # Command groups kept in modules of their own; each defines add_commands(sub, data_sub).
 _COMMAND_MODULES = ("segen.cli.init", "segen.cli.datasets", "segen.cli.generate",
                     "segen.cli.registry", "segen.cli.lineage", "segen.cli.schedule",
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     from segen.disk import DiskFull, explain_disk_full, is_disk_full
     from segen.env import configure_environment
     from segen.locking import ProjectBusy
+    from segen.pipeline.deployment import FlowRunEnded, WorkerUnavailable
     from segen.project import Project, ProjectError
     from segen.retry import ServerUnavailable
 
@@ -38,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     except ProjectBusy as err:
         print(f"segen: error: {err}", file=sys.stderr)
         return EXIT_BUSY
+    except (WorkerUnavailable, FlowRunEnded) as err:
+        print(f"segen: error: {err}", file=sys.stderr)
+        return EXIT_NO_WORKER
     except (ParamsError, ProjectError, FileNotFoundError, ValueError, ServerUnavailable) as err:
         print(f"segen: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -54,12 +59,20 @@ def _handle(args: argparse.Namespace) -> int:
         return args.handler(args)
     from segen.data.transaction import recover
     from segen.locking import project_lock
+    from segen.pipeline.deployment import worker_pool
     from segen.pipeline.store import sweep_staging
 
+    # Only commands with pool_options run a flow through a worker; the rest always hold it.
+    pool = args.worker_pool = (worker_pool(args.pool, args.in_process)
+                               if hasattr(args, "pool") else None)
     with project_lock(args.project, args.command_name, wait=args.wait):
         recover(args.project)  # first undo what a killed writer left half done
         sweep_staging(args.project.store)
-        return args.handler(args)
+        if pool is None:
+            return args.handler(args)
+    # Through a worker the flow run is another process that takes the lock itself (the
+    # flow does): held here, it would wait behind this command, which waits for it.
+    return args.handler(args)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     run = command(sub, "run", "run the whole pipeline (cached stages are skipped)", _run,
                   writes=True)
     stages_option(run)
+    pool_options(run)
     params_and_json(run)
     runs = command(sub, "runs", "the last runs of this project (.segen/runs.jsonl)", _runs)
     runs.add_argument("--last", type=int, default=20, help="how many (default: 20)")
@@ -136,6 +150,29 @@ def stages_option(parser: argparse.ArgumentParser) -> None:
                         "what they depend on, e.g. register_unet (default: the whole pipeline)")
 
 
+def pool_options(parser: argparse.ArgumentParser) -> None:
+    """Where the flow runs: through a worker of a Prefect work pool, or in this process."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--pool", metavar="NAME", help="run the flow through a worker of this "
+                       "Prefect work pool on the server at PREFECT_API_URL (default: "
+                       "$SEGEN_WORK_POOL when both are set; else in this process)")
+    where.add_argument("--in-process", action="store_true", help="run in this process even "
+                       "when SEGEN_WORK_POOL names a work pool")
+
+
+def on_worker(args: argparse.Namespace, entrypoint: str, flow_name: str,
+              parameters: dict[str, Any]) -> Any:
+    """Deploy a flow of this checkout to args.worker_pool, run it there and return its
+    result (a failed run raises its own error here)."""
+    import flows
+    from segen.pipeline.deployment import FlowOnPool, run_on_pool
+
+    target = FlowOnPool(code_root=Path(flows.__file__).resolve().parent.parent,
+                        entrypoint=entrypoint, flow_name=flow_name, deployment=flow_name,
+                        pool=args.worker_pool)
+    return run_on_pool(target, args.project, parameters)[1]
+
+
 def params_path(args: argparse.Namespace) -> str:
     path = Path(args.params)
     return str(path if path.is_absolute() else (Path.cwd() / path).resolve())
@@ -173,18 +210,34 @@ def _run(args: argparse.Namespace) -> int:
         summary = _answer_from_store(args.project, load_params(Path(params_path(args))), names)
         mode = "store"
     if summary is None:
-        from flows.pipeline import pipeline
-        from segen.registry.registration import remember_versions
-
-        mode = "prefect"
-        summary = _run_flow(lambda: pipeline(str(args.project.root), params_path(args),
-                                             args.stages))
+        mode = "worker" if args.worker_pool else "prefect"
+        summary = _run_flow(lambda: _pipeline(args))
         if summary is None:
             return EXIT_BAD_INPUT
-        remember_versions(args.project, [(m["name"], str(m["version"])) for m in
-                                         summary["models"]])
+        _remember(args, summary)
     record_run(args.project, summary, mode, time.perf_counter() - start, args.stages)
     return _report(summary, args.json)
+
+
+def _pipeline(args: argparse.Namespace) -> dict[str, Any]:
+    """The pipeline flow, through the work pool's worker or in this process."""
+    parameters = {"project_dir": str(args.project.root), "params_path": params_path(args),
+                  "targets": args.stages}
+    if args.worker_pool:
+        return on_worker(args, "flows/pipeline.py:pipeline", "segen-pipeline", parameters)
+    from flows.pipeline import pipeline
+
+    return pipeline(**parameters)
+
+
+def _remember(args: argparse.Namespace, summary: dict[str, Any]) -> None:
+    from segen.locking import project_lock
+    from segen.registry.registration import remember_versions
+
+    # After a worker's run this command holds no lock (see _handle): take it for the memo.
+    with project_lock(args.project, args.command_name):
+        remember_versions(args.project, [(m["name"], str(m["version"])) for m in
+                                         summary["models"]])
 
 
 def _answer_from_store(project: Any, params: Any, names: list[str]) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ DEPLOYMENT = "segen-retrain-schedule"
 
 def add_commands(sub: Any, data: Any) -> None:
     """Add this group's commands to the top-level (sub) and `segen data` (data) parsers."""
-    from segen.cli.main import command, params_and_json, stages_option
+    from segen.cli.main import command, params_and_json, pool_options, stages_option
 
     schedule = command(sub, "schedule", "serve the retraining flow on a schedule from a "
                        "Prefect server (runs until stopped with Ctrl-C)", _schedule)
@@ -46,6 +46,7 @@ def add_commands(sub: Any, data: Any) -> None:
     retrain.add_argument("--always", action="store_true", help="run the pipeline even when "
                          "data, code and params are unchanged since the last retraining")
     stages_option(retrain)
+    pool_options(retrain)
     params_and_json(retrain)
 
     add = command(data, "add", "add new samples to data/ as a new data version", _data_add,
@@ -92,8 +93,7 @@ def _data_add(args: argparse.Namespace) -> int:
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    from flows.retrain import retrain
-    from segen.cli.main import params_path
+    from segen.cli.main import on_worker, params_path
     from segen.data.validation import DataValidationError
     from segen.pipeline.graph import stages_for
     from tasks.retraining import RetrainFailed, format_report
@@ -102,9 +102,16 @@ def _retrain(args: argparse.Namespace) -> int:
     if args.stages:
         stages_for(args.stages)  # unknown names fail before Prefect starts
     try:
+        parameters = {"project_dir": str(args.project.root), "params_path": params_path(args),
+                      "targets": args.stages, "skip_unchanged": not args.always}
         with _quiet(args.json):
-            report = retrain(str(args.project.root), params_path(args), targets=args.stages,
-                             skip_unchanged=not args.always)
+            if args.worker_pool:  # the flow takes the project lock itself (see segen run)
+                report = on_worker(args, "flows/retrain.py:retrain", "segen-retrain",
+                                   parameters)
+            else:
+                from flows.retrain import retrain
+
+                report = retrain(**parameters)
     except DataValidationError as err:
         print(f"segen: the dataset is not valid; nothing retrained or promoted:\n{err}",
               file=sys.stderr)

@@ -31,22 +31,30 @@ def open_repo(project: Project) -> Iterator["Repo"]:  # noqa: F821 (dvc imported
 
 
 def remote_url(project: Project, params: DataParams) -> str:
-    """A local remote path is expanded (~) and made absolute against the project root."""
+    """$SEGEN_DVC_REMOTE_URL (team mode: the stack's bucket) wins over params.data.remote; a
+    local remote path is expanded (~) and made absolute against the project root."""
+    if os.environ.get("SEGEN_DVC_REMOTE_URL"):
+        return os.environ["SEGEN_DVC_REMOTE_URL"]
     if "://" in params.remote:
         return params.remote
     return str((project.root / Path(params.remote).expanduser()).resolve())
 
 
 def configure_remote(project: Project, params: DataParams) -> None:
-    """Point the default DVC remote at params.data.remote (machine-local config)."""
+    """Point the default DVC remote at remote_url (machine-local config); an S3 remote on
+    a server of one's own (moto, MinIO) is reached at $SEGEN_DVC_ENDPOINT_URL. Credentials
+    come from the AWS_* variables, never from the config file."""
     from dvc.config import Config
 
     url = remote_url(project, params)
     if "://" not in url:
         Path(url).mkdir(parents=True, exist_ok=True)
+    remote = {"url": url}
+    if url.startswith("s3://") and os.environ.get("SEGEN_DVC_ENDPOINT_URL"):
+        remote["endpointurl"] = os.environ["SEGEN_DVC_ENDPOINT_URL"]
     config = Config(str(project.root / ".dvc"))
     with config.edit("local") as conf:
-        conf["remote"][REMOTE] = {"url": url}
+        conf["remote"][REMOTE] = remote
         conf["core"]["remote"] = REMOTE
 
 

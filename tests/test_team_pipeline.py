@@ -1,0 +1,175 @@
+"""`segen run` through the team stack's worker, for real (issue 11, item 2): the pipeline is
+deployed to the stack's process work pool and run by its worker, COMPLETED in Prefect, its
+model registered in the stack's MLflow, its data version pushed to the bucket; the second
+run is all cache hits; a pool nobody serves fails fast, naming the pool and the fix. One
+stack for the module (`segen team up`), stopped at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from conftest import UNET, init_project, segen_cli, statuses
+
+from segen.team.processes import start_group, stop_group
+
+pytestmark = [pytest.mark.team, pytest.mark.timeout(900)]
+SUBMITTED = re.compile(r"flow run \S+ \(([0-9a-f-]{36})\) submitted to work pool (\S+)")
+TARGETS = ("--stages", *UNET)
+
+
+def _read_env(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            name, _, value = line[len("export "):].partition("=")
+            env[name] = shlex.split(value)[0]
+    return env
+
+
+@pytest.fixture(scope="module")
+def team():
+    """The variables of a running stack's team.env. The stack lives outside pytest's
+    basetemp (see tests/test_team.py: a concurrent session would lock PostgreSQL out)."""
+    work = Path(tempfile.mkdtemp(prefix="segen-team-pipeline-", dir="/tmp"))
+    folder = work / "stack"
+    try:
+        up = segen_cli("team", "up", "--dir", str(folder), cwd=work, timeout=700)
+        assert up.returncode == 0, up.stderr[-3000:]
+        yield _read_env(folder / "team.env")
+    finally:
+        segen_cli("team", "down", "--dir", str(folder), cwd=work, timeout=120)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(project: Path, team: dict[str, str], *args: str) -> tuple[dict, UUID, float]:
+    """`segen run --json` with the team's variables: (summary, flow run id, seconds)."""
+    start = time.monotonic()
+    done = segen_cli("run", *TARGETS, "--json", *args, cwd=project, env=team)
+    seconds = time.monotonic() - start
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    found = SUBMITTED.search(done.stderr)
+    assert found and found.group(2) == team["SEGEN_WORK_POOL"], done.stderr[-2000:]
+    return json.loads(done.stdout.splitlines()[-1]), UUID(found.group(1)), seconds
+
+
+def _flow_run(team: dict[str, str], run_id: UUID) -> tuple[object, object, list[object]]:
+    """(the flow run, its deployment, its logs) as the Prefect server has them."""
+    os.environ["PREFECT_API_URL"] = team["PREFECT_API_URL"]  # restored after the test
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+        deployment = client.read_deployment(run.deployment_id)
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+    return run, deployment, logs
+
+
+def test_pipeline_runs_through_the_worker_then_all_hits(team, tmp_path):
+    project = init_project(tmp_path / "proj")
+    summary, run_id, _ = _run(project, team)
+    assert statuses(summary) == {s: "ran" for s in ("version_data", "validate", "preprocess",
+                                                    "train_unet", "evaluate_unet",
+                                                    "register_unet")}
+    run, deployment, logs = _flow_run(team, run_id)
+    assert run.state.is_completed() and run.parameters["project_dir"] == str(project)
+    assert deployment.work_pool_name == team["SEGEN_WORK_POOL"]
+    messages = [log.message for log in logs]
+    assert "Finished in state Completed()" in messages, messages
+    assert len({log.task_run_id for log in logs if log.task_run_id}) >= 6  # each stage's
+    _assert_registered(team, summary)
+    _assert_data_in_bucket(team, summary["data_version"])
+
+    again, second_id, _ = _run(project, team)
+    assert set(statuses(again).values()) == {"cached"}, statuses(again)
+    assert second_id != run_id and _flow_run(team, second_id)[0].state.is_completed()
+    modes = [json.loads(line)["mode"] for line in
+             (project / ".segen/runs.jsonl").read_text().splitlines()]
+    assert modes == ["worker", "worker"]
+
+
+def _assert_registered(team: dict[str, str], summary: dict) -> None:
+    """The model version is in the team's MLflow server, trained on this run's data."""
+    from mlflow import MlflowClient
+
+    (model,) = summary["models"]
+    version = MlflowClient(team["MLFLOW_TRACKING_URI"]).get_model_version(
+        model["name"], str(model["version"]))
+    assert version.tags["segen.data_version"] == summary["data_version"]
+    keys = {s["name"]: s["key"] for s in summary["stages"]}
+    assert version.tags["segen.key.train_unet"] == keys["train_unet"]
+
+
+def _assert_data_in_bucket(team: dict[str, str], md5: str) -> None:
+    """DVC pushed the data version to the team's remote: its .dir object is in the bucket."""
+    import boto3
+
+    bucket, _, prefix = team["SEGEN_DVC_REMOTE_URL"].removeprefix("s3://").partition("/")
+    s3 = boto3.client("s3", endpoint_url=team["SEGEN_DVC_ENDPOINT_URL"],
+                      aws_access_key_id=team["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=team["AWS_SECRET_ACCESS_KEY"],
+                      region_name=team["AWS_DEFAULT_REGION"])
+    key = f"{prefix}/files/md5/{md5[:2]}/{md5[2:]}"
+    assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
+
+
+def _create_pool(team: dict[str, str], name: str) -> None:
+    done = subprocess.run([str(Path(sys.executable).parent / "prefect"), "work-pool",
+                           "create", name, "--type", "process"], text=True,
+                          capture_output=True, env={**os.environ, **team}, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_pool_without_a_worker_fails_at_once(team, tmp_path):
+    project = init_project(tmp_path / "proj")
+    _create_pool(team, "idle")
+    start = time.monotonic()
+    done = segen_cli("run", *TARGETS, "--pool", "idle", cwd=project, env=team)
+    assert done.returncode == 69, done.stderr[-3000:]
+    assert time.monotonic() - start < 60  # the CLI's imports; no run is waited for
+    assert "no worker is polling work pool 'idle'" in done.stderr
+    assert "prefect worker start --pool idle" in done.stderr and "Traceback" not in done.stderr
+    missing = segen_cli("run", *TARGETS, "--pool", "nowhere", cwd=project, env=team)
+    assert missing.returncode == 69 and "no work pool 'nowhere'" in missing.stderr
+    assert "prefect work-pool create nowhere --type process" in missing.stderr
+
+
+def _wait_online(team: dict[str, str], pool: str, timeout: float = 180) -> None:
+    from segen.team.services import worker_online
+
+    deadline = time.monotonic() + timeout
+    while not worker_online(team["PREFECT_API_URL"], pool):
+        assert time.monotonic() < deadline, f"no worker of {pool} came online"
+        time.sleep(0.5)
+
+
+def test_a_dead_worker_still_online_is_waited_for_a_bounded_time(team, tmp_path):
+    """A killed worker reads ONLINE until its heartbeats are overdue (~90 s): the run is
+    submitted, nobody takes it, and after SEGEN_WORKER_START_TIMEOUT_S it is cancelled."""
+    project = init_project(tmp_path / "proj")
+    _create_pool(team, "flaky")
+    worker = start_group([str(Path(sys.executable).parent / "prefect"), "worker", "start",
+                          "--pool", "flaky", "--install-policy", "never"],
+                         {**os.environ, **team, "PREFECT_HOME": str(tmp_path / "home")},
+                         tmp_path / "worker.log")
+    try:
+        _wait_online(team, "flaky")
+    finally:
+        stop_group(worker.pid, first=9, reap=worker.poll)  # SIGKILL: no goodbye to the server
+    done = segen_cli("run", *TARGETS, "--pool", "flaky", cwd=project,
+                     env={**team, "SEGEN_WORKER_START_TIMEOUT_S": "5"})
+    assert done.returncode == 69, done.stderr[-3000:]
+    assert "stayed Scheduled for 5 s: no worker of pool 'flaky' took it" in done.stderr
+    run_id = UUID(SUBMITTED.search(done.stderr).group(1))
+    assert _flow_run(team, run_id)[0].state.is_cancelled()
