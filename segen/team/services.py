@@ -71,7 +71,10 @@ def worker(pool: str, home: Path, client_env: dict[str, str]) -> tuple[list[str]
     nothing (install-policy never): everything comes from this project's environment."""
     cmd = [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
            "--name", f"{pool}-worker-1", "--install-policy", "never"]
-    return cmd, {**base_env(), **client_env, "PREFECT_HOME": str(home)}
+    # Prefect's worker asks for scheduled runs every 10 s by default: most of a cold run's
+    # wait through it (bench/worker_overhead.py); every 2 s costs one small query.
+    return cmd, {**base_env(), **client_env, "PREFECT_HOME": str(home),
+                 "PREFECT_WORKER_QUERY_SECONDS": "2"}
 
 
 def worker_online(api: str, pool: str) -> bool:
