@@ -41,10 +41,13 @@ def generative_rows(results: dict[str, StageResult]) -> list[dict[str, Any]]:
 def ui_commands(project: Project) -> dict[str, str]:
     tracking = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{project.mlflow_db}")
     prefect_home = os.environ.get("PREFECT_HOME", str(project.prefect_home))
+    api = os.environ.get("PREFECT_API_URL")  # a server (team mode): its UI is beside its API
     return {
         "mlflow": (f"mlflow ui --backend-store-uri {tracking} --port 5000"
                    if tracking.startswith("sqlite:") else f"open {redact(tracking)}"),
-        "prefect": f"PREFECT_HOME={prefect_home} prefect server start  # then open http://127.0.0.1:4200",
+        "prefect": (f"open {redact(api.removesuffix('/api'))}" if api else
+                    f"PREFECT_HOME={prefect_home} prefect server start  # then open "
+                    "http://127.0.0.1:4200"),
     }
 
 
