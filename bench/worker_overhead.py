@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -62,16 +61,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="cached runs of each kind (3)")
     p.add_argument("--keep", action="store_true", help="keep the /tmp work folder")
     return p.parse_args(argv)
-
-
-def read_env(path: Path) -> dict[str, str]:
-    """team.env's exported variables."""
-    env = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export "):
-            name, _, value = line[len("export "):].partition("=")
-            env[name] = shlex.split(value)[0]
-    return env
 
 
 def run(project: Path, env: dict[str, str], *extra: str) -> tuple[float, dict, UUID | None]:
@@ -156,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     stack = work / "stack"
     up_s, _ = timed_run([*segen_exe(), "team", "up", "--dir", str(stack)], cwd=work)
     try:
+        from segen.team.stack import read_env
+
         team = read_env(stack / "team.env")
         os.environ["PREFECT_API_URL"] = team["PREFECT_API_URL"]  # for phases()
         m = measure(work, team, args.repeats)

@@ -183,3 +183,51 @@ def segen_cli(*args: str, cwd: Path, timeout: float = 600, env: dict[str, str] |
     """The real CLI in a subprocess (own temporary Prefect server); env: extra variables."""
     return subprocess.run([sys.executable, "-m", "segen.cli.main", *args], cwd=cwd, text=True,
                           capture_output=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+class CounterTrainer:
+    """The smallest trainer segen.engines.loop can drive (a Resumable): one parameter, its
+    'loss' is the epoch number, so what was resumed and logged is plain to check."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.epoch, self.device, self.weight = 0, torch.device("cpu"), torch.zeros(1)
+
+    def state(self, run_id: str) -> dict[str, Any]:
+        return {"run_id": run_id, "epoch": self.epoch, "weight": self.weight}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.epoch, self.weight = state["epoch"], state["weight"].clone()
+
+    def train_epoch(self, bar: Any) -> dict[str, float]:
+        self.epoch += 1
+        self.weight += 1
+        return {"loss": float(self.epoch)}
+
+
+class Stopped(Exception):
+    """Raised by a test's end_of_epoch to stop a loop where a kill would."""
+
+
+def tiny_shapes(out: Path, seed: int, n: int) -> Path:
+    """n shapes pairs at TINY's image size into out (a data/ folder layout)."""
+    from segen.data.shapes import generate_shapes_dataset
+
+    generate_shapes_dataset(out, seed=seed, n_images=n, image_size=TINY["dataset"]["image_size"],
+                            min_shapes=1, max_shapes=2)
+    return out
+
+
+@pytest.fixture
+def versioned(tmp_path: Path):
+    """A tiny project whose data/ (TINY shapes) is recorded in data.dvc."""
+    from segen.config import load_params
+    from segen.data.versioning import track_data
+    from segen.project import Project
+
+    project = Project.at(init_project(tmp_path / "proj"))
+    params = load_params(project.root / "params.yaml")
+    tiny_shapes(project.data, seed=params.dataset.seed, n=params.dataset.n_images)
+    track_data(project, params.data)
+    return project

@@ -18,7 +18,15 @@ from typing import Any, Callable
 
 import pytest
 import torch
-from conftest import UNET, init_project, segen_cli, statuses, write_params
+from conftest import (
+    UNET,
+    CounterTrainer,
+    Stopped,
+    init_project,
+    segen_cli,
+    statuses,
+    write_params,
+)
 
 from segen.config import MlflowParams
 from segen.engines import loop
@@ -192,32 +200,15 @@ def _killed_at_checkpoint(root: Path, stage: str, nth: int) -> Path:
     return found[0].parent
 
 
-class _Counter:
-    """The smallest Resumable (as in test_loop.py): its loss is the epoch number."""
-
-    def __init__(self) -> None:
-        self.epoch, self.device, self.weight = 0, torch.device("cpu"), torch.zeros(1)
-
-    def state(self, run_id: str) -> dict[str, Any]:
-        return {"run_id": run_id, "epoch": self.epoch, "weight": self.weight}
-
-    def restore(self, state: dict[str, Any]) -> None:
-        self.epoch, self.weight = state["epoch"], state["weight"].clone()
-
-    def train_epoch(self, bar: Any) -> dict[str, float]:
-        self.epoch += 1
-        self.weight += 1
-        return {"loss": float(self.epoch)}
 
 
-class _Stopped(Exception):
-    pass
 
 
 def _stop_at(epoch: int) -> Callable[..., dict[str, float]]:
-    def end_of_epoch(trainer: _Counter, losses: dict[str, float], run: Any) -> dict[str, float]:
+    def end_of_epoch(trainer: CounterTrainer, losses: dict[str, float], run: Any
+                     ) -> dict[str, float]:
         if trainer.epoch == epoch:
-            raise _Stopped  # before this epoch's checkpoint
+            raise Stopped  # before this epoch's checkpoint
         return {}
 
     return end_of_epoch
@@ -225,7 +216,7 @@ def _stop_at(epoch: int) -> Callable[..., dict[str, float]]:
 
 def _epochs(project: Project, epochs: int, end_of_epoch: Callable[..., dict[str, float]]
             ) -> loop.LoopResult:
-    return loop.run_epochs(project, "train_counter", "k", _Counter(), epochs,
+    return loop.run_epochs(project, "train_counter", "k", CounterTrainer(), epochs,
                            images_per_epoch=1, params={"epochs": epochs}, tags={},
                            end_of_epoch=end_of_epoch)
 
@@ -235,7 +226,7 @@ def test_checkpoints_damaged_one_after_the_other(tmp_path: Path, caplog) -> None
     project = Project.at(tmp_path)
     configure_tracking(project, MlflowParams(tracking_uri=None, experiment="corrupt-test"))
     latest = loop.checkpoint_path(project, "train_counter", "k")
-    with pytest.raises(_Stopped):
+    with pytest.raises(Stopped):
         _epochs(project, 5, _stop_at(3))
     _truncate(latest)  # epoch 2's; epoch 1's is the previous
     with caplog.at_level(logging.WARNING, logger="segen.training"):

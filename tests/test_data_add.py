@@ -10,38 +10,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import MAX_PIXELS, TINY, init_project, segen_cli
+from conftest import MAX_PIXELS, segen_cli, tiny_shapes
 from PIL import Image
 
-from segen.config import load_params
 from segen.data.add import DataAddError, add_samples
-from segen.data.shapes import CLASSES, generate_shapes_dataset
+from segen.data.shapes import CLASSES
 from segen.data.validation import validate_dataset
-from segen.data.versioning import recorded_version, track_data
+from segen.data.versioning import recorded_version
 from segen.hashing import hash_tree
 from segen.project import Project
 
 
-@pytest.fixture
-def versioned(tmp_path: Path) -> Project:
-    """A tiny project whose data/ (TINY shapes, 40 images) is recorded in data.dvc."""
-    project = Project.at(init_project(tmp_path / "proj"))
-    params = load_params(project.root / "params.yaml")
-    _shapes(project.data, seed=params.dataset.seed, n=params.dataset.n_images)
-    track_data(project, params.data)
-    return project
-
-
-def _shapes(out: Path, seed: int, n: int) -> Path:
-    size = TINY["dataset"]["image_size"]
-    generate_shapes_dataset(out, seed=seed, n_images=n, image_size=size, min_shapes=1,
-                            max_shapes=2)
-    return out
-
-
 def _new_pairs(tmp_path: Path, n: int = 3) -> Path:
     """n fresh pairs (another seed) with the same stems as existing samples, as a user has."""
-    source = _shapes(tmp_path / "shapes-new", seed=999, n=n)
+    source = tiny_shapes(tmp_path / "shapes-new", seed=999, n=n)
     new = tmp_path / "new"
     shutil.copytree(source / "images", new / "images")
     shutil.copytree(source / "masks", new / "masks")

@@ -9,33 +9,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TINY, init_project, segen_cli
+from conftest import segen_cli, tiny_shapes
 
-from segen.config import load_params
-from segen.data.shapes import generate_shapes_dataset
 from segen.data.transaction import data_change, journal_path, previous_path, recover
-from segen.data.versioning import open_repo, recorded_version, track_data
+from segen.data.versioning import open_repo, recorded_version
 from segen.faults import ENV
 from segen.hashing import hash_tree
 from segen.project import Project
 
 KILLED = -9
-
-
-@pytest.fixture
-def versioned(tmp_path: Path) -> Project:
-    """A tiny project whose data/ (TINY shapes) is recorded in data.dvc."""
-    project = Project.at(init_project(tmp_path / "proj"))
-    params = load_params(project.root / "params.yaml")
-    _shapes(project.data, seed=params.dataset.seed, n=params.dataset.n_images)
-    track_data(project, params.data)
-    return project
-
-
-def _shapes(out: Path, seed: int, n: int) -> Path:
-    generate_shapes_dataset(out, seed=seed, n_images=n, image_size=TINY["dataset"]["image_size"],
-                            min_shapes=1, max_shapes=2)
-    return out
 
 
 def _state(project: Project) -> tuple[str, str]:
@@ -52,7 +34,7 @@ def _leftovers(project: Project) -> list[str]:
 
 
 def _command(op: str, tmp_path: Path) -> list[str]:
-    source = _shapes(tmp_path / f"source-{op}", seed=999, n=3)
+    source = tiny_shapes(tmp_path / f"source-{op}", seed=999, n=3)
     if op == "add":
         return ["data", "add", str(source / "images"), str(source / "masks")]
     return ["data", "import-pairs", str(source / "images"), str(source / "masks"),
@@ -109,7 +91,7 @@ def test_a_half_written_data_dvc_gets_its_old_text_back(versioned):
 
 def test_a_refused_import_leaves_everything_as_it_was(versioned, tmp_path):
     before, source = _state(versioned), tmp_path / "bad"
-    shutil.copytree(_shapes(tmp_path / "s", seed=5, n=2), source)
+    shutil.copytree(tiny_shapes(tmp_path / "s", seed=5, n=2), source)
     (source / "images" / next(iter(sorted((source / "images").iterdir()))).name).write_bytes(
         b"not a png")
     proc = segen_cli("data", "add", str(source / "images"), str(source / "masks"),

@@ -6,38 +6,15 @@ test_resume.py hit that window only by chance)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
+from conftest import CounterTrainer, Stopped
 
 from segen.config import MlflowParams
 from segen.engines import loop
 from segen.project import Project
 from segen.tracking import client, configure_tracking
-
-
-class _Counter:
-    """The smallest Resumable: one parameter, its 'loss' is the epoch number."""
-
-    def __init__(self) -> None:
-        self.epoch, self.device = 0, torch.device("cpu")
-        self.weight = torch.zeros(1)
-
-    def state(self, run_id: str) -> dict[str, Any]:
-        return {"run_id": run_id, "epoch": self.epoch, "weight": self.weight}
-
-    def restore(self, state: dict[str, Any]) -> None:
-        self.epoch, self.weight = state["epoch"], state["weight"].clone()
-
-    def train_epoch(self, bar: Any) -> dict[str, float]:
-        self.epoch += 1
-        self.weight += 1
-        return {"loss": float(self.epoch)}
-
-
-class _Stopped(Exception):
-    pass
 
 
 @pytest.fixture()
@@ -48,7 +25,7 @@ def project(tmp_path: Path) -> Project:
 
 
 def _run(project: Project, epochs: int) -> loop.LoopResult:
-    return loop.run_epochs(project, "train_counter", "k", _Counter(), epochs,
+    return loop.run_epochs(project, "train_counter", "k", CounterTrainer(), epochs,
                            images_per_epoch=1, params={"epochs": epochs}, tags={},
                            end_of_epoch=lambda trainer, losses, run: {})
 
@@ -63,14 +40,14 @@ def test_stop_between_checkpoint_and_log_is_repaired_on_resume(project, monkeypa
 
     def log_until_epoch_3(run_id: str, epoch: int, metrics: dict[str, float]) -> None:
         if epoch == 3:
-            raise _Stopped  # epoch 3's checkpoint is written, its metrics are not
+            raise Stopped  # epoch 3's checkpoint is written, its metrics are not
         real_log(run_id, epoch, metrics)
 
     monkeypatch.setattr(loop, "_log_metrics", log_until_epoch_3)
-    with pytest.raises(_Stopped):
+    with pytest.raises(Stopped):
         _run(project, 5)
     checkpoint = torch.load(loop.checkpoint_path(project, "train_counter", "k"),
-                            weights_only=False)
+                            weights_only=True)
     assert checkpoint["epoch"] == 3
     assert _steps(checkpoint["run_id"]) == [(1, 1.0), (2, 2.0)]
 
@@ -86,10 +63,10 @@ def test_resume_after_a_logged_checkpoint_logs_nothing_twice(project, monkeypatc
     def stop_after_epoch_2(run_id: str, epoch: int, metrics: dict[str, float]) -> None:
         real_log(run_id, epoch, metrics)
         if epoch == 2:
-            raise _Stopped  # checkpoint and metrics of epoch 2 both written
+            raise Stopped  # checkpoint and metrics of epoch 2 both written
 
     monkeypatch.setattr(loop, "_log_metrics", stop_after_epoch_2)
-    with pytest.raises(_Stopped):
+    with pytest.raises(Stopped):
         _run(project, 4)
     monkeypatch.setattr(loop, "_log_metrics", real_log)
     result = _run(project, 4)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import REPO, segen_cli
+from conftest import REPO, CounterTrainer, segen_cli
 
 from segen.config import MlflowParams
 from segen.engines import loop
@@ -44,22 +44,6 @@ class _Planted:
         return (open, (str(self.marker), "w"))
 
 
-class _Counter:
-    """The smallest Resumable (as in test_loop.py)."""
-
-    def __init__(self) -> None:
-        self.epoch, self.device, self.weight = 0, torch.device("cpu"), torch.zeros(1)
-
-    def state(self, run_id: str) -> dict[str, Any]:
-        return {"run_id": run_id, "epoch": self.epoch, "weight": self.weight}
-
-    def restore(self, state: dict[str, Any]) -> None:
-        self.epoch, self.weight = state["epoch"], state["weight"].clone()
-
-    def train_epoch(self, bar: Any) -> dict[str, float]:
-        self.epoch += 1
-        self.weight += 1
-        return {"loss": float(self.epoch)}
 
 
 def test_a_crafted_checkpoint_is_refused_not_run(tmp_path: Path, caplog) -> None:
@@ -77,7 +61,7 @@ def test_a_crafted_checkpoint_is_refused_not_run(tmp_path: Path, caplog) -> None
     marker.unlink()
 
     with caplog.at_level(logging.WARNING, logger="segen.training"):
-        result = loop.run_epochs(project, "train_counter", "k", _Counter(), 2,
+        result = loop.run_epochs(project, "train_counter", "k", CounterTrainer(), 2,
                                  images_per_epoch=1, params={"epochs": 2}, tags={},
                                  end_of_epoch=lambda trainer, losses, run: {})
     assert not marker.exists()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -25,18 +24,10 @@ import pytest
 from conftest import segen_cli
 
 from segen.team.processes import pid_alive, port_open, start_group, stop_group
+from segen.team.stack import read_env
 
 pytestmark = [pytest.mark.team, pytest.mark.timeout(900)]
 MODEL = "segen-team-test"
-
-
-def _read_env(path: Path) -> dict[str, str]:
-    env = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export "):
-            name, _, value = line[len("export "):].partition("=")
-            env[name] = shlex.split(value)[0]
-    return env
 
 
 @contextmanager
@@ -59,7 +50,7 @@ def stack():
         up = segen_cli("team", "up", "--dir", str(folder), "--json", cwd=work, timeout=700)
         try:
             assert up.returncode == 0, up.stderr[-3000:]
-            yield folder, json.loads(up.stdout), _read_env(folder / "team.env")
+            yield folder, json.loads(up.stdout), read_env(folder / "team.env")
         finally:
             segen_cli("team", "down", "--dir", str(folder), cwd=work, timeout=120)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -22,19 +21,11 @@ import pytest
 from conftest import UNET, init_project, segen_cli, statuses
 
 from segen.team.processes import start_group, stop_group
+from segen.team.stack import read_env
 
 pytestmark = [pytest.mark.team, pytest.mark.timeout(900)]
 SUBMITTED = re.compile(r"flow run \S+ \(([0-9a-f-]{36})\) submitted to work pool (\S+)")
 TARGETS = ("--stages", *UNET)
-
-
-def _read_env(path: Path) -> dict[str, str]:
-    env = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export "):
-            name, _, value = line[len("export "):].partition("=")
-            env[name] = shlex.split(value)[0]
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +37,7 @@ def team():
     try:
         up = segen_cli("team", "up", "--dir", str(folder), cwd=work, timeout=700)
         assert up.returncode == 0, up.stderr[-3000:]
-        yield _read_env(folder / "team.env")
+        yield read_env(folder / "team.env")
     finally:
         segen_cli("team", "down", "--dir", str(folder), cwd=work, timeout=120)
         shutil.rmtree(work, ignore_errors=True)

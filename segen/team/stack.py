@@ -208,6 +208,16 @@ def _write_env(path: Path, env: dict[str, str]) -> None:
     _write_private(path, "\n".join(lines) + "\n")
 
 
+def read_env(path: Path) -> dict[str, str]:
+    """The variables a team.env (as _write_env writes it) exports."""
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            name, _, value = line[len("export "):].partition("=")
+            env[name] = shlex.split(value)[0]
+    return env
+
+
 def _new_secrets(folder: Path) -> dict[str, str]:
     keys = {"pg_password": secrets.token_urlsafe(24),
             "aws_key_id": "SEGEN" + secrets.token_hex(8).upper(),
