@@ -4,6 +4,7 @@ the next writer rolls the change back, so data/ and data.dvc record the old vers
 and a rerun applies the change exactly once."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -50,8 +51,10 @@ def test_a_killed_change_is_rolled_back_and_the_rerun_applies_it_once(versioned,
     n_before = len(pd.read_csv(versioned.data / "manifest.csv"))
     killed = segen_cli(*command, cwd=versioned.root, env={ENV: point})
     assert killed.returncode == KILLED, killed.stderr[-2000:]
-    if point == "data.swap":  # the window the transaction closes: no data/ at this moment
-        assert not versioned.data.exists() and previous_path(versioned.data).is_dir()
+    if point == "data.swap":  # exchanged in one step: data/ is whole, the old one kept aside
+        assert hash_tree(previous_path(versioned.data)) == before[0]
+        assert len(pd.read_csv(versioned.data / "manifest.csv")) == (
+            n_before + 3 if op == "add" else 3)
     assert journal_path(versioned).is_file()
 
     recover(versioned)  # what every writing command does first, under the project lock
@@ -113,3 +116,20 @@ def test_the_temporary_of_a_killed_atomic_write_is_removed_by_the_next_writer(ve
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert list(versioned.state.glob(".*.tmp")) == [] and _agrees(versioned)
     assert _state(versioned) != before
+
+
+def test_a_kill_before_the_exchange_discards_the_staged_folder(versioned, tmp_path):
+    """Killed after the new folder took the .data.previous name and before the exchange:
+    recovery must tell it from the old data/ (by inode) and discard it, keeping data/."""
+    from segen.data.transaction import publish_folder
+
+    before = _state(versioned)
+    staged = tiny_shapes(tmp_path / "staged", seed=7, n=2)
+    with pytest.raises(KeyboardInterrupt):
+        with data_change(versioned):
+            os.rename(staged, previous_path(versioned.data))  # as _exchange's first step
+            raise KeyboardInterrupt
+    assert _state(versioned) == before and _leftovers(versioned) == []
+    # and the whole swap outside a transaction replaces data/ and keeps nothing aside
+    publish_folder(tiny_shapes(tmp_path / "other", seed=8, n=2), versioned.data)
+    assert len(pd.read_csv(versioned.data / "manifest.csv")) == 2 and _leftovers(versioned) == []

@@ -1,25 +1,28 @@
 """A change of data/ and its record in data.dvc as one transaction that a kill cannot split.
 
-Replacing data/ takes two renames (the old folder aside, the new one in), and recording it
-takes `dvc add` (which rewrites data.dvc) and `dvc push`. A SIGKILL can land between any two
-of these steps. So, inside `data_change(project)`:
+Replacing data/ and recording it (`dvc add`, which rewrites data.dvc, then `dvc push`) are
+several steps, and a SIGKILL can land between any two. So, inside `data_change(project)`:
 
-1. a journal (.segen/data-change.json, written atomically) keeps data.dvc's text as it was;
-2. `publish_folder` moves the old data/ aside to `.data.previous` (not deleted), then moves
-   the new folder in;
+1. a journal (.segen/data-change.json, written atomically) keeps data.dvc's text and the
+   inode of the current data/ folder;
+2. `publish_folder` renames the new folder to `.data.previous`, then exchanges it with data/
+   in one step (renameat2 RENAME_EXCHANGE, Linux): data/ is the old or the whole new folder
+   at every moment, and `.data.previous` then holds the old one, kept. Where the filesystem
+   cannot exchange, the old data/ is renamed aside first (data/ is missing for an instant);
 3. the caller records the new version (`dvc add`, `dvc push`);
-4. commit: `.data.previous` is renamed to a `.data.discarded-*` name (one atomic step),
+4. commit: `.data.previous` is renamed to a `.data.discarded-*` name (the commit point),
    the journal is removed, and the discarded folder is deleted.
 
 The next writer (every writing command calls `recover` first, under the project lock) finds
-an interrupted change by its journal and rolls it back: the old data/ is put back from
-`.data.previous` and data.dvc gets its old text, so data/ and data.dvc again record the old
-version, exactly as before the killed command; then the command can simply be run again.
-A kill during step 4 is past the commit point (`.data.previous` is gone): recovery keeps the
-new version and only deletes leftovers.
+an interrupted change by its journal and rolls it back. `.data.previous` is the old data/
+when its inode is the journal's (the exchange happened: the old folder comes back), else the
+staged new one (it is discarded): data/ and data.dvc again record the old version, exactly as
+before the killed command, and the command can simply be run again.
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import logging
 import os
@@ -39,6 +42,7 @@ log = logging.getLogger("segen.data")
 # Folders of half-written or replaced data beside data/ (the importers' mkdtemp prefixes).
 _LEFTOVER_PREFIXES = (".data-import-", ".data-add-", ".data-generate-", ".data.discarded-")
 _keep_previous: ContextVar[Path | None] = ContextVar("keep_previous", default=None)
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
 
 
 def journal_path(project: Project) -> Path:
@@ -54,14 +58,15 @@ def data_change(project: Project) -> Iterator[None]:
     """The block replaces and/or records data/; all of it happens, or (after a kill) none."""
     recover(project)
     old = project.data_dvc.read_text() if project.data_dvc.is_file() else None
-    write_atomic(journal_path(project), json.dumps({"data_dvc": old}))
+    write_atomic(journal_path(project), json.dumps({"data_dvc": old,
+                                                    "data_inode": _inode(project.data)}))
     token = _keep_previous.set(previous_path(project.data))
     try:
         with writing(project.data, "data/ and data.dvc still hold the previous version "
                      "(nothing of the new data was kept)"):  # a full disk: DiskFull
             yield
     except BaseException:
-        _roll_back(project, old)  # a refused or failed change leaves the old version
+        _roll_back(project, _journal(project))  # a refused or failed change: the old
         raise
     finally:
         _keep_previous.reset(token)
@@ -74,18 +79,45 @@ def publish_folder(tmp: Path, out_dir: Path) -> None:
     keep = _keep_previous.get()
     inside = keep is not None and keep == previous_path(out_dir)
     old = previous_path(out_dir) if inside else tmp.with_name(f"{tmp.name}-old")
-    if out_dir.exists():
-        os.rename(out_dir, old)
+    if out_dir.exists() and _exchange(tmp, out_dir, old):
+        pass  # out_dir is the new folder, old the previous one
+    else:
+        if out_dir.exists():
+            os.rename(out_dir, old)
+        try:
+            os.rename(tmp, out_dir)
+        except BaseException:
+            if old.exists() and not out_dir.exists():
+                os.rename(old, out_dir)  # the swap failed: put the previous data back
+            raise
     if inside:
         failpoint("data.swap")  # not in the staging folders an import publishes into
-    try:
-        os.rename(tmp, out_dir)
-    except BaseException:
-        if old.exists() and not out_dir.exists():
-            os.rename(old, out_dir)  # the swap failed: put the previous data back
-        raise
-    if not inside:
+    else:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(new: Path, current: Path, old: Path) -> bool:
+    """Rename new to old, then exchange old and current atomically; False (nothing moved)
+    where the kernel or the filesystem cannot exchange."""
+    os.rename(new, old)
+    libc = ctypes.CDLL(None, use_errno=True)
+    rename2 = getattr(libc, "renameat2", None)
+    if rename2 is not None and rename2(_AT_FDCWD, os.fsencode(old), _AT_FDCWD,
+                                       os.fsencode(current), _RENAME_EXCHANGE) == 0:
+        return True
+    if rename2 is not None and ctypes.get_errno() not in (errno.EINVAL, errno.ENOSYS,
+                                                          errno.EOPNOTSUPP):
+        os.rename(old, new)
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), str(current))
+    os.rename(old, new)  # no exchange here: the caller renames one after the other
+    return False
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
 
 
 def recover(project: Project) -> None:
@@ -93,19 +125,17 @@ def recover(project: Project) -> None:
     folders such commands leave beside data/. Call under the project lock."""
     journal = journal_path(project)
     if journal.is_file():
-        try:
-            old = json.loads(journal.read_text())["data_dvc"]
-        except (ValueError, KeyError, TypeError):  # written atomically: only by hand
+        saved = _journal(project)
+        if saved is None:  # written atomically: only a hand edit makes it unreadable
             log.warning("%s is not a data-change journal; left data/ as it is", journal)
-        else:
-            if previous_path(project.data).exists():
-                _roll_back(project, old)
-                log.warning("an interrupted change of data/ was rolled back: data/ and "
-                            "data.dvc hold the previous version again (%s)", journal)
-            elif not _records_a_version(project):
-                _restore_data_dvc(project, old)
-                log.warning("data.dvc was left half written by an interrupted command: its "
-                            "previous text is restored (%s)", journal)
+        elif previous_path(project.data).exists() or saved["data_inode"] is None:
+            _roll_back(project, saved)
+            log.warning("an interrupted change of data/ was rolled back: data/ and "
+                        "data.dvc hold the previous version again (%s)", journal)
+        elif not _records_a_version(project):
+            _restore_data_dvc(project, saved["data_dvc"])
+            log.warning("data.dvc was left half written by an interrupted command: its "
+                        "previous text is restored (%s)", journal)
         journal.unlink(missing_ok=True)
     _delete_leftovers(project.data.parent)
     # the temporaries of atomic writes (pointers, this journal, data.dvc, reports) that a
@@ -116,25 +146,46 @@ def recover(project: Project) -> None:
             log.info("removed %s, left by an interrupted write", path)
 
 
+def _journal(project: Project) -> dict | None:
+    try:
+        saved = json.loads(journal_path(project).read_text())
+        # a journal without the inode (an older segen): data/ as it is now counts as the old
+        return {"data_dvc": saved["data_dvc"],
+                "data_inode": saved.get("data_inode", _inode(project.data))}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _commit(project: Project) -> None:
     previous = previous_path(project.data)
     doomed = previous.with_name(f".data.discarded-{uuid.uuid4().hex}")
     if previous.exists():
         os.rename(previous, doomed)  # the commit point: from here on, the new version stays
-    journal_path(project).unlink(missing_ok=True)
+    journal_path(project).unlink(missing_ok=True)  # (with no previous data/: this one)
     shutil.rmtree(doomed, ignore_errors=True)
 
 
-def _roll_back(project: Project, old_data_dvc: str | None) -> None:
-    previous = previous_path(project.data)
-    if previous.exists():
-        if project.data.exists():
-            os.rename(project.data, project.data.with_name(
-                f".data.discarded-{uuid.uuid4().hex}"))
-        os.rename(previous, project.data)
-    _restore_data_dvc(project, old_data_dvc)
+def _roll_back(project: Project, saved: dict | None) -> None:
+    """data/ as the journal found it: the previous folder back if the exchange happened, the
+    staged one discarded if not; data.dvc's old text."""
+    if saved is None:
+        return
+    previous, data = previous_path(project.data), project.data
+    if previous.exists() and _inode(previous) == saved["data_inode"]:
+        _discard(data)
+        os.rename(previous, data)
+    elif previous.exists():
+        _discard(previous)  # the staged new folder, never exchanged
+    elif saved["data_inode"] is None:
+        _discard(data)  # data/ did not exist before the change
+    _restore_data_dvc(project, saved["data_dvc"])
     journal_path(project).unlink(missing_ok=True)
     _delete_leftovers(project.data.parent)
+
+
+def _discard(folder: Path) -> None:
+    if folder.exists():
+        os.rename(folder, folder.with_name(f".data.discarded-{uuid.uuid4().hex}"))
 
 
 def _restore_data_dvc(project: Project, text: str | None) -> None:
