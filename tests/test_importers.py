@@ -15,7 +15,7 @@ import yaml
 from conftest import MAX_PIXELS, init_project, segen_cli
 from PIL import Image
 
-from segen.data import importers
+from segen.data import importers, transaction
 from segen.data.importers import ImportPairsError, import_pairs, parse_class_map
 from segen.data.validation import validate_dataset
 
@@ -184,7 +184,7 @@ def test_16_bit_images_are_scaled_not_clipped(tmp_path: Path) -> None:
     assert np.asarray(Image.open(tmp_path / "d/images/a.png")).tolist() == [[0, 128], [255, 255]]
 
 
-@pytest.mark.parametrize("stage", ["scan", "write", "swap"])
+@pytest.mark.parametrize("stage", ["scan", "write", "exchange", "swap"])
 def test_a_failure_leaves_the_existing_data_untouched(tmp_path: Path, stage: str,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     _palette_set(tmp_path)
@@ -197,7 +197,10 @@ def test_a_failure_leaves_the_existing_data_untouched(tmp_path: Path, stage: str
         text = "0,0,0=bg;255,0,0=red"  # green is unknown: fails before anything is written
     elif stage == "write":
         monkeypatch.setattr(importers.Reader, "image", _fail)
-    else:
+    elif stage == "exchange":  # the staged folder's rename before the exchange fails
+        monkeypatch.setattr(os, "rename", _fail)
+    else:  # a filesystem that cannot exchange: two renames, the second fails
+        monkeypatch.setattr(transaction, "_exchange", lambda new, current, old: False)
         renames = iter([os.rename, _fail, os.rename])  # data aside, new in (fails), data back
         monkeypatch.setattr(os, "rename", lambda src, dst: next(renames)(src, dst))
     with pytest.raises((ImportPairsError, OSError)):
