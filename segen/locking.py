@@ -11,6 +11,7 @@ Re-entrant within a process: `segen retrain` holds it and its flow takes it agai
 """
 from __future__ import annotations
 
+import getpass
 import os
 import sys
 import time
@@ -87,3 +88,11 @@ def _write_holder(fd: int, command: str) -> None:
     os.ftruncate(fd, 0)
     since = datetime.now(timezone.utc).isoformat(timespec="seconds")
     os.pwrite(fd, f"{command}, pid {os.getpid()}, since {since}".encode(), 0)
+
+
+def current_user() -> str:
+    """The login name for lock holders and the alias history ("unknown" when there is none)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers) and no $USER
+        return "unknown"

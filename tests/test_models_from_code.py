@@ -30,17 +30,18 @@ def test_a_registered_unet_is_a_model_from_code_and_loads_elsewhere(tmp_path):
     from segen.serving.unet_pyfunc import log_segmentation_model
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    mlflow.set_experiment(experiment_id=mlflow.create_experiment(
-        "code", artifact_location=(tmp_path / "artifacts").as_uri()))
+    # the environment, not mlflow.set_tracking_uri/set_experiment: those are process-wide
+    # and would outlive this test (conftest restores os.environ after each test)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    experiment = mlflow.MlflowClient(uri).create_experiment(
+        "code", artifact_location=(tmp_path / "artifacts").as_uri())
     unet_dir = tmp_path / "unet"
     unet_dir.mkdir()
     torch.manual_seed(0)
     config = {"in_channels": 3, "classes": ["background", "thing"], "depth": 2,
               "base_width": 4, "image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
     save_unet(build_unet(config), config, unet_dir)
-    with mlflow.start_run():
+    with mlflow.start_run(experiment_id=experiment):
         info = log_segmentation_model(unet_dir, "code-unet")
 
     local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "dl")))

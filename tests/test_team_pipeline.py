@@ -56,11 +56,14 @@ def _run(project: Path, team: dict[str, str], *args: str) -> tuple[dict, UUID, f
 
 def _flow_run(team: dict[str, str], run_id: UUID) -> tuple[object, object, list[object]]:
     """(the flow run, its deployment, its logs) as the Prefect server has them."""
-    os.environ["PREFECT_API_URL"] = team["PREFECT_API_URL"]  # restored after the test
     from prefect import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with get_client(sync_client=True) as client:
+    # temporary_settings, not the environment: in the full suite the session's Prefect test
+    # harness has set the API URL in the settings context, which wins over the environment
+    with temporary_settings({PREFECT_API_URL: team["PREFECT_API_URL"]}), \
+            get_client(sync_client=True) as client:
         run = client.read_flow_run(run_id)
         deployment = client.read_deployment(run.deployment_id)
         logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from segen.faults import failpoint
-from segen.registry.promotion.lock import current_user
+from segen.locking import current_user
 
 log = logging.getLogger("segen.promotion")
 PREFIX = "segen.alias_history."

@@ -14,11 +14,8 @@ moving it, narrows the window further but is no transaction.
 """
 from __future__ import annotations
 
-import getpass
 import os
 import re
-import socket
-import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,8 +23,9 @@ from typing import Iterator
 
 from filelock import FileLock, Timeout
 
+from segen.locking import current_user
+from segen.pg_lock import AdvisoryLockBusy, advisory_lock
 from segen.project import Project
-from segen.retry import Server, ServerUnavailable
 
 _POLL_S = 0.2
 LOCK_URL_ENV = "SEGEN_LOCK_DATABASE_URL"
@@ -47,8 +45,16 @@ def model_lock(project: Project, model_name: str, timeout_s: float) -> Iterator[
     the lock file, or (team mode) the database that holds the advisory lock."""
     url = os.environ.get(LOCK_URL_ENV)
     if url:
-        with advisory_lock(url, model_name, timeout_s) as where:
-            yield where
+        try:
+            with advisory_lock(url, model_name, timeout_s, unset_to_fall_back=LOCK_URL_ENV
+                               ) as where:
+                yield where
+        except AdvisoryLockBusy as busy:
+            raise PromotionBusy(
+                f"another promotion or rollback of {model_name} ({busy.holder}) still holds "
+                f"its PostgreSQL advisory lock in {busy.where} after {timeout_s:g} s. Wait "
+                "for it to finish and retry (or raise promote.lock_timeout_s in "
+                "params.yaml).") from None
     else:
         with _file_lock(project, model_name, timeout_s) as path:
             yield path
@@ -84,70 +90,3 @@ def _busy_message(path: Path, model_name: str, timeout_s: float) -> str:
             "promote.lock_timeout_s in params.yaml).")
 
 
-def current_user() -> str:
-    """The login name for lock files and the alias history ("unknown" when there is none)."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (some containers) and no $USER
-        return "unknown"
-
-
-@contextmanager
-def advisory_lock(url: str, model_name: str, timeout_s: float) -> Iterator[str]:
-    """pg_advisory_lock(hashtext(model_name)) in the database at url, for the block: tried
-    every _POLL_S (pg_try_advisory_lock) so that a wait can end with a clear message."""
-    conn = _connect(url)
-    where = f"{conn.info.host}:{conn.info.port}/{conn.info.dbname}"  # no password
-    try:
-        with conn.cursor() as cur:
-            deadline = time.monotonic() + timeout_s
-            while not _try_lock(cur, model_name):
-                if time.monotonic() >= deadline:
-                    raise PromotionBusy(_pg_busy_message(cur, model_name, where, timeout_s))
-                time.sleep(_POLL_S)
-            try:
-                yield where
-            finally:
-                cur.execute("SELECT pg_advisory_unlock(hashtext(%s))", (model_name,))
-    finally:
-        conn.close()  # the session's end frees the lock in any case
-
-
-def _connect(url: str):  # -> psycopg2 connection (imported here: only team mode needs it)
-    import psycopg2
-
-    try:
-        conn = psycopg2.connect(url, connect_timeout=10, application_name=_holder_label())
-    except psycopg2.OperationalError as err:
-        server = Server("PostgreSQL lock database", url, "start it (`segen team up`, then "
-                        f"`source` its team.env) or unset {LOCK_URL_ENV} to use the file lock "
-                        "of one machine")
-        raise ServerUnavailable(server, 1, 10, str(err).strip()) from None
-    conn.autocommit = True  # a session lock, not a transaction's: it lasts for the block
-    return conn
-
-
-def _try_lock(cur, model_name: str) -> bool:
-    cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (model_name,))
-    return bool(cur.fetchone()[0])
-
-
-def _holder_label() -> str:
-    """The session's application_name: who holds the lock, for a waiter's message."""
-    return f"segen pid {os.getpid()} user {current_user()} on {socket.gethostname()}"[:63]
-
-
-def _pg_busy_message(cur, model_name: str, where: str, timeout_s: float) -> str:
-    cur.execute("""
-        SELECT a.application_name, a.backend_start FROM pg_locks l
-        JOIN pg_stat_activity a ON a.pid = l.pid
-        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-          AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtext(%s)::bigint
-        """, (model_name,))
-    row = cur.fetchone()
-    holder = (f"{row[0] or 'another session'} since {row[1]:%Y-%m-%dT%H:%M:%S%z}" if row
-              else "another process")
-    return (f"another promotion or rollback of {model_name} ({holder}) still holds its "
-            f"PostgreSQL advisory lock in {where} after {timeout_s:g} s. Wait for it to "
-            "finish and retry (or raise promote.lock_timeout_s in params.yaml).")
