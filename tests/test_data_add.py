@@ -118,3 +118,19 @@ def test_class_folders(tmp_path: Path) -> None:
         add_samples(data, new, None, max_pixels=MAX_PIXELS)
     with pytest.raises(DataAddError, match="class folders"):
         add_samples(data, new, new, max_pixels=MAX_PIXELS)
+
+
+def test_adding_the_same_samples_again_adds_nothing(versioned: Project, tmp_path: Path) -> None:
+    """A rerun of an add whose result a kill hid (or a user's repeat) must not duplicate."""
+    new = _new_pairs(tmp_path)
+    first = segen_cli("data", "add", str(new / "images"), str(new / "masks"), "--json",
+                      cwd=versioned.root)
+    assert first.returncode == 0, first.stderr[-2000:]
+    version, rows = recorded_version(versioned), len(pd.read_csv(versioned.data / "manifest.csv"))
+    again = segen_cli("data", "add", str(new / "images"), str(new / "masks"), "--json",
+                      cwd=versioned.root)
+    assert again.returncode == 0, again.stderr[-2000:]
+    report = json.loads(again.stdout.strip().splitlines()[-1])
+    assert (report["added"], report["already_present"]) == (0, 3)
+    assert report["data_version"] == version == report["data_version_before"]
+    assert len(pd.read_csv(versioned.data / "manifest.csv")) == rows

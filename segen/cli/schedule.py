@@ -83,7 +83,8 @@ def _data_add(args: argparse.Namespace) -> int:
                               split=args.split or "")
         version = track_data(args.project, params.data)
     if args.json:
-        print(json.dumps({"added": summary.n_added, "total": summary.n_total,
+        print(json.dumps({"added": summary.n_added, "already_present": summary.n_present,
+                          "total": summary.n_total,
                           "ids": summary.ids, "data_version_before": before,
                           "data_version": version}))
     else:

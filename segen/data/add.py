@@ -9,6 +9,7 @@ with one rename; the caller records the version (segen.data.versioning.track_dat
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -52,10 +53,13 @@ class AddSummary:
     n_total: int
     ids: list[str]  # the ids the new samples got, in order
     image_mode: str
+    n_present: int = 0  # samples identical to ones data/ already holds: not added again
 
     def __str__(self) -> str:
+        again = (f"; {self.n_present} already in data/ (the same image and mask bytes), not "
+                 "added again" if self.n_present else "")
         return (f"added {self.n_added} sample(s) ({self.image_mode}) to data/, now "
-                f"{self.n_total}; new ids {listing(self.ids)}")
+                f"{self.n_total}; new ids {listing(self.ids)}{again}")
 
 
 def add_samples(data_dir: Path, images_dir: Path, masks_dir: Path | None, *, max_pixels: int,
@@ -86,12 +90,12 @@ def add_samples(data_dir: Path, images_dir: Path, masks_dir: Path | None, *, max
         _match_mode(new, mode)
         _check_staged(new, has_masks, max_pixels)
         build = tmp / "data"
-        ids = _merge(data_dir, new, manifest, build, split)
+        ids, n_present = _merge(data_dir, new, manifest, build, split)
         os.chmod(build, 0o755)  # mkdtemp's 0700 parent is not data/'s mode
         publish_folder(build, data_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return AddSummary(len(ids), len(manifest) + len(ids), ids, mode)
+    return AddSummary(len(ids), len(manifest) + len(ids), ids, mode, n_present)
 
 
 def _read_classes(data_dir: Path) -> tuple[list[str], bool]:
@@ -216,14 +220,20 @@ def _check_staged(new: Path, has_masks: bool, max_pixels: int) -> None:
 
 
 def _merge(data_dir: Path, new: Path, manifest: pd.DataFrame, build: Path, split: str
-           ) -> list[str]:
+           ) -> tuple[list[str], int]:
     """build = data_dir (hard links) + the new files under fresh ids (in split, if given);
-    returns those ids."""
+    returns those ids, and how many new samples data_dir already held byte for byte (left
+    out: adding the same files again, e.g. rerunning an add whose result a kill hid, must
+    not duplicate them)."""
     shutil.copytree(data_dir, build, copy_function=_link_or_copy)
     added = pd.read_csv(new / "manifest.csv", dtype=str, keep_default_na=False)
     taken = set(manifest["id"]) | {p.stem for p in (build / "images").iterdir()}
-    rows = []
+    present = {_content(build, row) for _, row in manifest.iterrows()}
+    rows, n_present = [], 0
     for _, row in added.iterrows():
+        if _content(new, row) in present:
+            n_present += 1
+            continue
         fresh = _unique(row["id"], taken)
         taken.add(fresh)
         row = row.copy()
@@ -239,7 +249,14 @@ def _merge(data_dir: Path, new: Path, manifest: pd.DataFrame, build: Path, split
     merged = pd.concat([manifest, pd.DataFrame(rows)], ignore_index=True).fillna("")
     (build / "manifest.csv").unlink()  # a hard link into the old data/ (and DVC's cache)
     merged.to_csv(build / "manifest.csv", index=False, lineterminator="\n")
-    return [r["id"] for r in rows]
+    return [r["id"] for r in rows], n_present
+
+
+def _content(root: Path, row: pd.Series) -> tuple[str, str]:
+    """(image, mask) file digests of a manifest row (the same code writes both sides' PNGs,
+    so equal pixels are equal bytes)."""
+    return tuple(hashlib.sha256((root / row[c]).read_bytes()).hexdigest() if row.get(c) else ""
+                 for c in ("image", "mask"))
 
 
 def _unique(stem: str, taken: set[str]) -> str:
