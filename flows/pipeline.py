@@ -7,11 +7,11 @@ from typing import Any
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from segen.config import load_params
+from segen.config import Params, load_params
 from segen.data.versioning import ensure_data
 from segen.locking import project_lock
 from segen.pipeline.graph import STAGES, stages_for
-from segen.pipeline.runner import StageLog
+from segen.pipeline.runner import StageLog, switched_off
 from segen.pipeline.store import StageResult, read_pointer
 from segen.pipeline.summary import summarise
 from segen.project import Project
@@ -45,14 +45,17 @@ def single_stage(project_dir: str, params_path: str, name: str) -> dict[str, Any
     data_source = "present"
     if not STAGES[name].upstream:  # a root stage reads data/ itself
         data_source = ensure_data(project, params.data, params.dataset)
-    stages = StageLog(project, params, stage_table(), results=_latest_upstream(project, name))
+    stages = StageLog(project, params, stage_table(),
+                      results=_latest_upstream(project, params, name))
     stages.run_all([name])
     return summarise(project, params, stages.results, stages.statuses, data_source)
 
 
-def _latest_upstream(project: Project, name: str) -> dict[str, StageResult]:
-    results = {}
-    for upstream in STAGES[name].upstream:
+def _latest_upstream(project: Project, params: Params, name: str) -> dict[str, StageResult]:
+    results, spec = {}, STAGES[name]
+    for upstream in spec.upstream:
+        if upstream in spec.optional and switched_off(STAGES[upstream], params):
+            continue  # an old pointer of it is not this configuration's
         result = read_pointer(project, upstream)
         if result is None:
             raise FileNotFoundError(f"stage {name} needs the result of {upstream}, which has "

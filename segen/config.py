@@ -176,6 +176,7 @@ class TorchvisionParams(SegmenterTrainingParams):
     """A torchvision segmentation network, untrained (weights=None, weights_backbone=None),
     trained by the U-Net's recipe: DeepLabV3 (Chen et al. 2017), FCN (Long et al. 2015) or
     LRASPP (Howard et al. 2019)."""
+    enabled: Bool  # false: its stages are skipped and compare_segmenters goes without it
     arch: TorchvisionArch
     section: ClassVar[str] = "torchvision"
 

@@ -57,7 +57,7 @@ TINY = {
     "unet": {"depth": 2, "base_width": 4, "epochs": 2, "batch_size": 8, "augment": False},
     "evaluate": {"batch_size": 16, "grid_images": 4},
     "register": {"model_name": "test-unet"},
-    "torchvision": {"arch": "lraspp_mobilenet_v3_large", "epochs": 1, "batch_size": 8,
+    "torchvision": {"enabled": True, "arch": "lraspp_mobilenet_v3_large", "epochs": 1, "batch_size": 8,
                     "augment": False},
     "register_torchvision": {"model_name": "test-torchvision"},
     "kmeans": {"fit_pixels": 2000, "n_init": 2},

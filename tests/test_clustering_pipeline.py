@@ -109,6 +109,21 @@ def test_clustering_stages_run_cache_register_and_compare(tiny_project: Path, ru
     assert _ran(again) == {"train_dbscan"}
     assert len(client.search_model_versions("name='test-dbscan'")) == 2
 
+    # the torchvision segmenter switched off: its stages are skipped and named so, and the
+    # comparison goes on without it, its other rows unchanged
+    write_params(tiny_project, {"torchvision": {"enabled": False}})
+    off = run_pipeline(tiny_project)
+    reasons = {s["name"]: s.get("reason") for s in off["stages"]}
+    assert reasons["train_torchvision"] == "torchvision.enabled is false in params.yaml"
+    for step in ("evaluate", "register"):  # each names the upstream stage that did not run
+        assert reasons[f"{step}_torchvision"] == "train_torchvision skipped"
+    assert {statuses(off)[f"{step}_torchvision"] for step in ("train", "evaluate",
+                                                               "register")} == {"skipped"}
+    assert statuses(off)["compare_segmenters"] == "ran"
+    rows_off = {r["model"]: r for r in off["comparison"]}
+    assert list(rows_off) == ["unet", "kmeans", "dbscan"]
+    assert rows_off["unet"]["mean_iou"] == rows["unet"]["mean_iou"]
+
 
 def _stage_info(project: Path, name: str) -> dict:
     import json

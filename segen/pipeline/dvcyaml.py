@@ -35,7 +35,8 @@ def stage_entry(stage: Stage, project_root: Path, code_deps: bool) -> dict:
     spec = stage.spec
     deps = [_relative(p, project_root) for p in source_files_of(stage)] if code_deps else []
     deps.sort()
-    deps += [f".segen/stages/{u}.json" for u in spec.upstream]
+    # an optional upstream is no dep: switched off, it writes no pointer (DVC would refuse)
+    deps += [f".segen/stages/{u}.json" for u in spec.upstream if u not in spec.optional]
     if not spec.upstream:
         deps.append("data")
     return {"cmd": f"segen stage {spec.name}", "deps": deps, "params": list(spec.params),

@@ -12,6 +12,7 @@ class StageSpec:
     params: tuple[str, ...]  # params.yaml sections it reads (and nothing else)
     needs_masks: bool = False  # skipped when the dataset has no masks (class folders)
     enabled_by: str | None = None  # params section whose `enabled` flag turns it on
+    optional: tuple[str, ...] = ()  # upstream stages it runs without when they are switched off
     # The code in its cache key is not listed here: it is the import closure of the stage's
     # body (segen.pipeline.sources).
 
@@ -29,17 +30,24 @@ CLUSTERING_KINDS = ("kmeans", "dbscan")  # pixel-clustering segmenters (models/c
 GENERATIVE_KINDS = ("gan", "dcgan", "wgan_gp", "vae", "cgan", "cvae", "pix2pix", "cyclegan")
 
 
+# Segmenters switched on by their training section's `enabled` (off by default: see
+# params.yaml); compare_segmenters runs without them.
+SWITCHABLE_KINDS = ("torchvision",)
+
+
 def _segmenter_stages(kind: str, train: str, evaluate: str, register: str
                       ) -> tuple[StageSpec, ...]:
     """train/evaluate/register of one segmenter, supervised or clustering; the arguments are
     the params sections each step reads."""
+    switch = train if kind in SWITCHABLE_KINDS else None
     return (
-        StageSpec(f"train_{kind}", ("preprocess",), (train,), needs_masks=True),
+        StageSpec(f"train_{kind}", ("preprocess",), (train,), needs_masks=True,
+                  enabled_by=switch),
         StageSpec(f"evaluate_{kind}", ("preprocess", f"train_{kind}"), (evaluate,),
-                  needs_masks=True),
+                  needs_masks=True, enabled_by=switch),
         StageSpec(f"register_{kind}",
                   ("version_data", "preprocess", f"train_{kind}", f"evaluate_{kind}"),
-                  (register,), needs_masks=True),
+                  (register,), needs_masks=True, enabled_by=switch),
     )
 
 
@@ -73,7 +81,9 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in (
                *(f"{step}_{kind}" for kind in SUPERVISED_KINDS for step in ("train", "register")),
                *(f"{step}_{kind}" for kind in CLUSTERING_KINDS
                  for step in ("evaluate", "register"))),
-              ("evaluate", "cluster_evaluate"), needs_masks=True),
+              ("evaluate", "cluster_evaluate"), needs_masks=True,
+              optional=tuple(f"{step}_{kind}" for kind in SWITCHABLE_KINDS
+                             for step in ("train", "register"))),
     # synthetic pairs for the U-Net (off unless synthetic.enabled)
     StageSpec("synthesize_pairs", ("preprocess", "train_pix2pix", "register_pix2pix"),
               ("synthetic",), needs_masks=True, enabled_by="synthetic"),

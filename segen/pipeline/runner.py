@@ -36,9 +36,10 @@ def blocked_reason(spec: StageSpec, params: Params, results: dict[str, StageResu
     """(status, reason) when a stage cannot run: an upstream stage did not, it is switched
     off in params.yaml, or it needs masks and the dataset has none."""
     for upstream in spec.upstream:
-        if upstream in not_run:
+        if upstream in not_run and not (upstream in spec.optional
+                                        and not_run[upstream] == "skipped"):
             return not_run[upstream], f"{upstream} {not_run[upstream]}"
-    if spec.enabled_by and not getattr(params, spec.enabled_by).enabled:
+    if switched_off(spec, params):
         return "skipped", f"{spec.enabled_by}.enabled is false in params.yaml"
     prepared = results.get("preprocess")
     if spec.needs_masks and prepared is not None and not prepared.info["has_masks"]:
@@ -46,10 +47,15 @@ def blocked_reason(spec: StageSpec, params: Params, results: dict[str, StageResu
     return None
 
 
+def switched_off(spec: StageSpec, params: Params) -> bool:
+    return spec.enabled_by is not None and not getattr(params, spec.enabled_by).enabled
+
+
 def stage_inputs(spec: StageSpec, params: Params, results: dict[str, StageResult]
                  ) -> dict[str, Any]:
     """What the graph hands a stage: its upstream results and its own params sections."""
-    inputs: dict[str, Any] = {u: results[u] for u in spec.upstream}
+    inputs: dict[str, Any] = {u: results[u] for u in spec.upstream
+                             if u in results or u not in spec.optional}
     inputs.update({s: getattr(params, s) for s in spec.params})
     return inputs
 

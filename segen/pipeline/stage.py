@@ -60,7 +60,7 @@ class Stage:
 
     def key(self, project: Project, inputs: dict[str, Any]) -> str:
         parts: dict[str, Any] = {"stage": self.name, "sources": stage_sources(*self.source)[0]}
-        for name, value in sorted(inputs.items()):
+        for name, value in sorted(self.given(inputs).items()):
             if isinstance(value, Project):
                 continue  # where the project lives is not content
             if isinstance(value, StageResult):
@@ -72,6 +72,11 @@ class Stage:
         if self.content_key is not None:
             parts["content"] = self.content_key(project)
         return hash_json(parts)
+
+    def given(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """inputs without the optional upstream results that are absent (switched off; Prefect
+        passes their default, None)."""
+        return {k: v for k, v in inputs.items() if v is not None or k not in self.spec.optional}
 
     def load_valid(self, project: Project, key: str) -> StageResult | None:
         """The stored result for key if it is complete and still holds, else None."""
@@ -86,7 +91,7 @@ class Stage:
         """fn(project, *inputs) -> StageResult: the stored result when the key is a valid
         hit, else the body run into a staging folder and published under the key."""
         def run(*args: Any, **kwargs: Any) -> StageResult:
-            inputs = self.inputs.bind(*args, **kwargs).arguments
+            inputs = self.given(self.inputs.bind(*args, **kwargs).arguments)
             project: Project = inputs["project"]
             key = self.key(project, inputs)
             existing = self.load_valid(project, key)
@@ -146,10 +151,14 @@ def _spec_signature(spec: StageSpec) -> inspect.Signature:
     from segen.config import Params
 
     kind, sections = inspect.Parameter.POSITIONAL_OR_KEYWORD, typing.get_type_hints(Params)
-    names = [("project", Project), *((u, StageResult) for u in spec.upstream),
+    required = [u for u in spec.upstream if u not in spec.optional]
+    names = [("project", Project), *((u, StageResult) for u in required),
              *((s, sections[s]) for s in spec.params)]
-    return inspect.Signature([inspect.Parameter(n, kind, annotation=a) for n, a in names],
-                             return_annotation=StageResult)
+    # an optional upstream that was switched off is absent: not an input, not in the key
+    optional = [inspect.Parameter(u, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                  annotation=StageResult | None) for u in spec.optional]
+    return inspect.Signature([inspect.Parameter(n, kind, annotation=a) for n, a in names]
+                             + optional, return_annotation=StageResult)
 
 
 def _params_of(inputs: dict[str, Any]) -> dict[str, Any]:

@@ -74,6 +74,8 @@ def compare(project: Project, upstream: dict[str, StageResult], evaluate: Evalua
 
     rows = []
     for model in (*SUPERVISED_KINDS, *CLUSTERING_KINDS):
+        if f"register_{model}" not in upstream:
+            continue  # switched off in params.yaml (StageSpec.optional)
         if model in SUPERVISED_KINDS:
             row = supervised_row(upstream["preprocess"], upstream[f"train_{model}"], evaluate,
                                  params)
