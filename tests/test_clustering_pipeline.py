@@ -123,6 +123,13 @@ def test_clustering_stages_run_cache_register_and_compare(tiny_project: Path, ru
     rows_off = {r["model"]: r for r in off["comparison"]}
     assert list(rows_off) == ["unet", "kmeans", "dbscan"]
     assert rows_off["unet"]["mean_iou"] == rows["unet"]["mean_iou"]
+    # `segen stage` (what dvc.yaml calls) leaves out the switched-off stage's old pointer too
+    from flows.pipeline import single_stage
+
+    alone = single_stage(str(tiny_project), str(tiny_project / "params.yaml"),
+                         "compare_segmenters")
+    assert statuses(alone) == {"compare_segmenters": "cached"}
+    assert [r["model"] for r in alone["comparison"]] == ["unet", "kmeans", "dbscan"]
 
 
 def _stage_info(project: Path, name: str) -> dict:
