@@ -290,32 +290,61 @@ class GenerativeParams:
 class GeneratorParams:
     """One generative model's training: epochs, Adam learning rate, network width."""
     epochs: Count
-    lr: Rate
+    lr: Rate  # the generator's (or the VAE's) Adam learning rate
     width: Count  # base channel count of its networks
+    # keys that are not the objective's: the trainer's, and the nets' (GenSpec's)
+    _TRAINING: ClassVar[tuple[str, ...]] = ("epochs", "lr", "width", "d_lr", "ema")
+    ARCHITECTURE: ClassVar[tuple[str, ...]] = ("spectral_norm", "projection")
 
-    def weights(self) -> dict[str, float]:
-        """The objective's weights (everything but epochs, lr and width)."""
+    def weights(self) -> dict[str, Any]:
+        """What the objective reads (models/generative WEIGHTS): every key but the trainer's
+        and the architecture's."""
         return {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in ("epochs", "lr", "width")}
+                if k not in self._TRAINING + self.ARCHITECTURE}
+
+    def architecture(self) -> dict[str, Any]:
+        """The GenSpec options this section sets (spectral_norm, projection)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k in self.ARCHITECTURE}
+
+
+AugmentOp = Literal["color", "translation", "cutout"]  # models/generative/augment.py
 
 
 @_section
-class GanParams(GeneratorParams):
+class AdversarialTraining(GeneratorParams):
+    """What every GAN's training shares: TTUR, EMA sampling, DiffAugment."""
+    d_lr: Rate  # the discriminator's learning rate (TTUR, Heusel et al. 2017); = lr: one rate
+    ema: Annotated[Float, Field(ge=0, lt=1)]  # per-step decay of the sampled generator's
+    #                                           weight average (Karras et al. 2018); 0: off
+    augment: tuple[AugmentOp, ...]  # DiffAugment policy (Zhao et al. 2020); []: off
+
+
+@_section
+class GanLossParams(AdversarialTraining):
+    """A logistic or hinge GAN: its loss, R1, and spectral norm on D."""
+    loss: Literal["bce", "hinge"]  # bce: Goodfellow et al.'s; hinge: SN-GAN's
+    r1_weight: Weight  # gamma of the R1 penalty on reals (Mescheder et al. 2018); 0: off
+    spectral_norm: Bool  # on D's layers (Miyato et al. 2018)
+
+
+@_section
+class GanParams(GanLossParams):
     """GAN, Goodfellow et al. 2014 (non-saturating generator loss)."""
 
 
 @_section
-class DCGanParams(GeneratorParams):
+class DCGanParams(GanLossParams):
     """DCGAN, Radford et al. 2016."""
 
 
 @_section
-class CGanParams(GeneratorParams):
+class CGanParams(GanLossParams):
     """Class-conditional GAN (Mirza & Osindero 2014)."""
+    projection: Bool  # the projection discriminator (Miyato & Koyama 2018), not label planes
 
 
 @_section
-class WGanGpParams(GeneratorParams):
+class WGanGpParams(AdversarialTraining):
     """WGAN-GP, Gulrajani et al. 2017."""
     gp_weight: Weight  # lambda of the gradient penalty (10 in the paper)
     n_critic: Count  # critic steps per generator step (5 in the paper)
@@ -325,6 +354,8 @@ class WGanGpParams(GeneratorParams):
 class VaeParams(GeneratorParams):
     """VAE, Kingma & Welling 2014; beta weighs the KL term (Higgins et al. 2017)."""
     beta: Weight
+    # the decoder's Gaussian: fixed variance, or calibrated to the error (Rybkin et al. 2021)
+    likelihood: Literal["fixed", "calibrated"]
 
 
 @_section

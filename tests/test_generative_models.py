@@ -20,7 +20,8 @@ from models.generative.losses import (
     weighted_mean,
 )
 
-WEIGHTS = {"beta": 1.0, "gp_weight": 10.0, "n_critic": 2, "l1_weight": 100.0,
+WEIGHTS = {"beta": 1.0, "likelihood": "fixed", "gp_weight": 10.0, "n_critic": 2,
+           "loss": "bce", "r1_weight": 0.0, "augment": (), "l1_weight": 100.0,
            "cycle_weight": 10.0, "identity_weight": 5.0}
 N_CLASSES = 3
 

@@ -11,8 +11,9 @@ functions, dispatched by a table:
     images = sample("dcgan", nets, 16, generator=torch.Generator().manual_seed(0))
 
 batch: "image" (B, C, S, S) float in [-1, 1], "label" (B,) long, "mask" (B, S, S) long,
-"domain" (B,) long 0 (A) / 1 (B). weights: "beta", "gp_weight", "n_critic",
-"l1_weight", "cycle_weight", "identity_weight" (only those of the kind: `WEIGHTS`).
+"domain" (B,) long 0 (A) / 1 (B). weights: "beta", "likelihood", "gp_weight", "n_critic",
+"loss", "r1_weight", "augment", "l1_weight", "cycle_weight", "identity_weight" (only those
+of the kind: `WEIGHTS`).
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ import torch
 from torch import Tensor, nn
 
 from models.generative import cgan, cyclegan, dcgan, gan, pix2pix, vae, wgan_gp
+from models.generative.augment import diff_augment
 from models.generative.blocks import GenSpec
+from models.generative.gan import AdversarialPair
 from models.generative.losses import gaussian_kl, gradient_penalty
 
 __all__ = [
-    "CONDITIONING", "KINDS", "WEIGHTS", "GenSpec", "create", "default_betas", "gaussian_kl",
-    "gradient_penalty", "param_groups", "sample", "train_step", "vae_terms",
+    "CONDITIONING", "KINDS", "WEIGHTS", "AdversarialPair", "GenSpec", "create", "default_betas",
+    "diff_augment", "gaussian_kl", "gradient_penalty", "param_groups", "sample", "train_step",
+    "vae_terms",
 ]
 
 

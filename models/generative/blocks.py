@@ -30,12 +30,19 @@ class GenSpec:
     n_classes: int  # image-level classes (cgan/cvae); mask classes (pix2pix)
     latent_dim: int
     width: int  # base channel width of the nets
+    # the discriminator's: spectral norm on every layer (then no batch norm), and for a
+    # class-conditional GAN the projection head instead of label planes at the input
+    spectral_norm: bool = False
+    projection: bool = False
 
     def __post_init__(self) -> None:
         for name in ("channels", "image_size", "n_classes", "latent_dim", "width"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"GenSpec.{name} must be an int >= 1, got {value!r}")
+        for name in ("spectral_norm", "projection"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"GenSpec.{name} must be a bool, got {getattr(self, name)!r}")
         size = self.image_size
         if size < 16 or size & (size - 1):
             raise ValueError(
@@ -158,6 +165,42 @@ class ConvDiscriminator(nn.Module):
         if cond is not None:
             x = torch.cat([x, label_planes(cond, x.shape[-1])], dim=1)
         return self.head(self.body(x)).flatten()  # (B,)
+
+
+class ProjectionDiscriminator(nn.Module):
+    """Class-conditional D with a projection head (Miyato & Koyama, "cGANs with Projection
+    Discriminator", ICLR 2018, Eq. 3): D(x, y) = psi(phi(x)) + <embed(y), phi(x)>, where
+    phi(x) (B, F) is the DCGAN body's output summed over its 4x4 positions. The label meets
+    the image's features at the top, instead of as input planes the first layer can ignore.
+    cond: (B, K) one-hot, so the embedding is a bias-free linear map of it."""
+
+    def __init__(self, spec: GenSpec, *, norm: str) -> None:
+        super().__init__()
+        features = encoder_features(spec)
+        self.body = conv_encoder(spec, in_channels=spec.channels, norm=norm)
+        self.head = nn.Linear(features, 1)
+        self.embed = nn.Linear(spec.n_classes, features, bias=False)
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        phi = self.body(x).sum(dim=(2, 3))  # (B, F)
+        return self.head(phi).flatten() + (self.embed(cond) * phi).sum(dim=1)  # (B,)
+
+
+def discriminator_norm(spec: GenSpec, norm: str) -> str:
+    """A spectrally normalised D goes without batch norm (Miyato et al. 2018, Sec. 4)."""
+    return "none" if spec.spectral_norm else norm
+
+
+def spectral_normalise(net: nn.Module) -> nn.Module:
+    """Spectral norm on every conv and linear layer of net (Miyato, Kataoka, Koyama & Yoshida,
+    "Spectral Normalization for GANs", ICLR 2018): each weight divided by its largest
+    singular value, estimated by one power iteration per forward pass, so D is 1-Lipschitz
+    per layer. Apply after the init (the parametrization wraps the weight it finds)."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    for module in [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]:
+        spectral_norm(module)
+    return net
 
 
 def dcgan_init(module: nn.Module) -> None:

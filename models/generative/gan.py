@@ -5,19 +5,27 @@ with MLP generator and discriminator, and the adversarial update shared by every
 Differences from the paper, on purpose: LeakyReLU(0.2) in D instead of maxout units and
 dropout; the generator is trained with the non-saturating loss -log D(G(z)) (Sec. 3),
 the one the paper recommends in practice (`losses.g_loss_minimax` is Eq. 1's).
+
+The update takes the later literature's options through `weights` (WEIGHTS): "loss" "bce"
+(the paper's) or "hinge" (SN-GAN's); "r1_weight" gamma of the R1 penalty on reals (0: off;
+Mescheder et al. 2018); "augment" a DiffAugment policy (empty: off; Zhao et al. 2020).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from models.generative.blocks import Batch, GenSpec, Optimizers, frozen, randn, step
-from models.generative.losses import d_loss_bce, g_loss_nonsaturating
+from models.generative.augment import diff_augment
+from models.generative.blocks import (
+    Batch, GenSpec, Optimizers, frozen, randn, spectral_normalise, step,
+)
+from models.generative.losses import ADVERSARIAL_LOSSES, r1_penalty
 
 BETAS = (0.5, 0.999)  # Radford et al. 2016 Sec. 4; the usual choice for logistic GANs
+WEIGHTS = ("loss", "r1_weight", "augment")
 
 
 class AdversarialPair(nn.Module):
@@ -71,8 +79,11 @@ class MLPDiscriminator(nn.Module):
 
 def build(spec: GenSpec) -> AdversarialPair:
     """MLP GAN with PyTorch's default (Kaiming-uniform) init."""
-    return AdversarialPair(spec, MLPGenerator(spec, in_dim=spec.latent_dim),
+    nets = AdversarialPair(spec, MLPGenerator(spec, in_dim=spec.latent_dim),
                            MLPDiscriminator(spec, n_cond=0))
+    if spec.spectral_norm:
+        spectral_normalise(nets.discriminator)
+    return nets
 
 
 def param_groups(nets: AdversarialPair) -> dict[str, list[nn.Parameter]]:
@@ -86,28 +97,42 @@ def adversarial_step(
     real: Tensor,
     cond: Tensor | None,
     generator: torch.Generator | None,
-    g_loss_fn: Callable[[Tensor], Tensor] = g_loss_nonsaturating,
+    weights: dict[str, Any],
 ) -> dict[str, Tensor]:
     """One D update then one G update on the same fakes (Goodfellow et al. 2014, Alg. 1, k=1).
 
-    real: (B, C, S, S) in [-1, 1]; cond: (B, K) one-hot or None.
+    real: (B, C, S, S) in [-1, 1]; cond: (B, K) one-hot or None. D sees every image, real or
+    fake, through the same augmentation (DiffAugment's rule); R1 is taken at its real inputs.
     """
+    d_loss_fn, g_loss_fn = ADVERSARIAL_LOSSES[weights["loss"]]
+    r1_weight, policy = float(weights["r1_weight"]), tuple(weights["augment"])
+
+    def augment(x: Tensor) -> Tensor:
+        return diff_augment(x, policy, generator)
+
     z = randn(real.shape[0], nets.spec.latent_dim, nets.generator, generator)
     fake = nets.generator(z, cond)  # (B, C, S, S)
     d = nets.discriminator
-    d_loss = d_loss_bce(d(real, cond), d(fake.detach(), cond))
+    real_in = augment(real).detach().requires_grad_(r1_weight > 0)
+    real_scores = d(real_in, cond)
+    d_loss = d_loss_fn(real_scores, d(augment(fake.detach()), cond))
+    losses = {}
+    if r1_weight > 0:
+        r1 = r1_penalty(real_scores, real_in)
+        d_loss = d_loss + r1_weight / 2 * r1
+        losses["r1"] = r1.detach()
     step(optimizers["discriminator"], d_loss)
     with frozen(d):
-        g_loss = g_loss_fn(d(fake, cond))
+        g_loss = g_loss_fn(d(augment(fake), cond))
     step(optimizers["generator"], g_loss)
-    return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
+    return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **losses}
 
 
 def train_step(
-    nets: AdversarialPair, optimizers: Optimizers, batch: Batch, weights: dict[str, float],
+    nets: AdversarialPair, optimizers: Optimizers, batch: Batch, weights: dict[str, Any],
     generator: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
-    return adversarial_step(nets, optimizers, batch["image"], None, generator)
+    return adversarial_step(nets, optimizers, batch["image"], None, generator, weights)
 
 
 def draw(nets: AdversarialPair, n: int, generator: torch.Generator | None, **_: object) -> Tensor:

@@ -30,6 +30,32 @@ def g_loss_minimax(fake_logits: Tensor) -> Tensor:
     return -F.softplus(fake_logits).mean()
 
 
+def d_loss_hinge(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Hinge discriminator loss E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))] (Lim & Ye 2017;
+    the loss of SN-GAN, Miyato et al. 2018, and of BigGAN)."""
+    return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+
+
+def g_loss_hinge(fake_logits: Tensor) -> Tensor:
+    """The hinge loss's generator side, -E[D(G(z))]."""
+    return -fake_logits.mean()
+
+
+ADVERSARIAL_LOSSES = {  # name -> (discriminator loss, generator loss), on logits
+    "bce": (d_loss_bce, g_loss_nonsaturating),
+    "hinge": (d_loss_hinge, g_loss_hinge),
+}
+
+
+def r1_penalty(scores: Tensor, inputs: Tensor) -> Tensor:
+    """R1 = E[||grad_x D(x)||^2] on real inputs, without the gamma / 2 factor (Mescheder,
+    Geiger & Nowozin, "Which Training Methods for GANs do actually Converge?", ICML 2018,
+    Eq. 9). inputs: the (B, ...) reals D scored, with requires_grad; scores: (B,) or (B, ...)
+    of them. The graph is kept (create_graph) so the penalty trains D."""
+    (grad,) = torch.autograd.grad(scores.sum(), inputs, create_graph=True)
+    return grad.pow(2).flatten(1).sum(dim=1).mean()
+
+
 def critic_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
     """WGAN critic loss E[f(G(z))] - E[f(x)], to minimise (Arjovsky et al. 2017;
     Gulrajani et al. 2017, Alg. 1)."""
@@ -73,6 +99,21 @@ def recon_sse(x_hat: Tensor, x: Tensor) -> Tensor:
     fit colour images; summed (not averaged) over pixels so the KL keeps its weight.
     """
     return (x_hat - x).pow(2).flatten(1).sum(dim=1)
+
+
+def recon_calibrated(x_hat: Tensor, x: Tensor) -> Tensor:
+    """Per-image -log N(x; x_hat, sigma^2 I) with the one sigma^2 that maximises it for the
+    batch, sigma^2 = the batch's mean squared error (sigma-VAE, Rybkin, Daniilidis & Levine,
+    "Simple and Effective VAE Training with Calibrated Decoders", ICML 2021, Sec. 3.2):
+    (B, C, H, W) -> (B,), up to the constant D/2 log(2 pi e).
+
+    A fixed sigma^2 (recon_sse's 0.5) weighs the KL term as if every pixel were that noisy,
+    and the decoder learns blurry means; the calibrated one follows the error as it falls.
+    """
+    sse = (x_hat - x).pow(2).flatten(1).sum(dim=1)  # (B,)
+    pixels = x[0].numel()
+    var = (sse.detach().mean() / pixels).clamp(min=1e-6)  # sigma^2, not trained through
+    return 0.5 * (sse / var + pixels * var.log())
 
 
 def lsgan_per_sample(scores: Tensor, target: float) -> Tensor:

@@ -6,12 +6,17 @@ Conv encoder (DCGAN discriminator body) -> (mu, logvar); z = mu + sigma * eps (t
 reparameterisation trick, Sec. 2.4); DCGAN-generator decoder with tanh output.
 Loss per image: recon + beta * KL (beta = 1 is the ELBO; beta > 1 is Higgins et al.
 2017's beta-VAE), recon = sum of squared errors on [-1, 1] images (`losses.recon_sse`:
-a fixed-variance Gaussian decoder, since BCE assumes Bernoulli pixels in [0, 1]).
+a fixed-variance Gaussian decoder, since BCE assumes Bernoulli pixels in [0, 1]), or with
+"likelihood": "calibrated" the Gaussian whose variance is the batch's own error
+(`losses.recon_calibrated`, the sigma-VAE of Rybkin et al. 2021). `terms` (what evaluation
+reports) always uses the fixed one, so ELBOs compare across recipes.
 The CVAE feeds the one-hot label to both the encoder (as constant planes) and the
 decoder (concatenated to z), the recognition and generation nets of Sohn et al. Sec. 4.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -20,10 +25,11 @@ from models.generative.blocks import (
     Batch, ConvGenerator, GenSpec, Optimizers, conv_encoder, encoder_features, label_planes,
     one_hot, randn, step,
 )
-from models.generative.losses import gaussian_kl, recon_sse
+from models.generative.losses import gaussian_kl, recon_calibrated, recon_sse
 
 BETAS = (0.9, 0.999)  # Adam's defaults (Kingma & Ba 2015), as in the VAE literature
-WEIGHTS = ("beta",)
+WEIGHTS = ("beta", "likelihood")
+RECONSTRUCTION = {"fixed": recon_sse, "calibrated": recon_calibrated}  # decoder likelihoods
 
 
 class Encoder(nn.Module):
@@ -68,7 +74,8 @@ def _cond(nets: VAE, labels: Tensor | None) -> Tensor | None:
     return one_hot(labels, nets.spec.n_classes) if nets.n_cond else None
 
 
-def terms(nets: VAE, batch: Batch, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+def terms(nets: VAE, batch: Batch, generator: torch.Generator | None = None,
+          likelihood: str = "fixed") -> dict[str, Tensor]:
     """Per-image "recon", "kl" and "elbo" = -(recon + kl), each (B,), with one z sample.
 
     The ELBO is in nats up to the Gaussian decoder's constant (see `losses.recon_sse`).
@@ -78,16 +85,16 @@ def terms(nets: VAE, batch: Batch, generator: torch.Generator | None = None) -> 
     mu, logvar = nets.encoder(x, cond)  # (B, latent_dim) each
     eps = randn(x.shape[0], nets.spec.latent_dim, nets.encoder, generator)
     x_hat = nets.decoder(mu + (0.5 * logvar).exp() * eps, cond)  # (B, C, S, S)
-    recon, kl = recon_sse(x_hat, x), gaussian_kl(mu, logvar)
+    recon, kl = RECONSTRUCTION[likelihood](x_hat, x), gaussian_kl(mu, logvar)
     return {"recon": recon, "kl": kl, "elbo": -(recon + kl)}
 
 
 def train_step(
-    nets: VAE, optimizers: Optimizers, batch: Batch, weights: dict[str, float],
+    nets: VAE, optimizers: Optimizers, batch: Batch, weights: dict[str, Any],
     generator: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
     """One Adam step on mean(recon + beta * KL) (the negative ELBO when beta = 1)."""
-    t = terms(nets, batch, generator)
+    t = terms(nets, batch, generator, weights["likelihood"])
     recon, kl = t["recon"].mean(), t["kl"].mean()
     loss = recon + float(weights["beta"]) * kl
     step(optimizers["vae"], loss)

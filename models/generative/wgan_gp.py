@@ -10,13 +10,18 @@ Adam(lr 1e-4, betas (0, 0.9)).
 Deviation: the n_critic critic updates use the trainer's one batch split into
 n_critic chunks (the paper draws a fresh real batch each time), so one call costs
 about what one DCGAN step costs; a batch smaller than n_critic is reused whole.
+"augment": a DiffAugment policy (Zhao et al. 2020) applied to every image the critic sees
+(the penalty interpolates between the augmented ones); empty: off.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
+from models.generative.augment import diff_augment
 from models.generative.blocks import (
     Batch, ConvDiscriminator, ConvGenerator, GenSpec, Optimizers, dcgan_init, frozen, randn, step,
 )
@@ -24,7 +29,7 @@ from models.generative.gan import AdversarialPair, draw, param_groups
 from models.generative.losses import critic_loss, gradient_penalty
 
 BETAS = (0.0, 0.9)  # Algorithm 1 defaults
-WEIGHTS = ("gp_weight", "n_critic")
+WEIGHTS = ("gp_weight", "n_critic", "augment")
 
 __all__ = ["BETAS", "WEIGHTS", "build", "draw", "param_groups", "train_step"]
 
@@ -47,11 +52,12 @@ def _critic_batches(real: Tensor, n_critic: int) -> list[Tensor]:
 
 
 def train_step(
-    nets: AdversarialPair, optimizers: Optimizers, batch: Batch, weights: dict[str, float],
+    nets: AdversarialPair, optimizers: Optimizers, batch: Batch, weights: dict[str, Any],
     generator: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
     """n_critic critic updates, then one generator update (Algorithm 1)."""
     n_critic, gp_weight = int(weights["n_critic"]), float(weights["gp_weight"])
+    policy = tuple(weights["augment"])
     if n_critic < 1:
         raise ValueError(f"weights['n_critic'] must be >= 1, got {weights['n_critic']}")
     critic, latent = nets.discriminator, nets.spec.latent_dim
@@ -60,6 +66,7 @@ def train_step(
     for chunk in _critic_batches(real, n_critic):
         with torch.no_grad():  # the critic step needs no graph through G
             fake = nets.generator(randn(chunk.shape[0], latent, nets.generator, generator))
+        chunk, fake = diff_augment(chunk, policy, generator), diff_augment(fake, policy, generator)
         real_scores, fake_scores = critic(chunk), critic(fake)
         gp = gradient_penalty(critic, chunk, fake, generator)
         d_loss = critic_loss(real_scores, fake_scores) + gp_weight * gp
@@ -69,7 +76,7 @@ def train_step(
         w_total += (real_scores.mean() - fake_scores.mean()).detach()
     fake = nets.generator(randn(real.shape[0], latent, nets.generator, generator))
     with frozen(critic):
-        g_loss = -critic(fake).mean()
+        g_loss = -critic(diff_augment(fake, policy, generator)).mean()
     step(optimizers["generator"], g_loss)
     return {"d_loss": d_total / n_critic, "g_loss": g_loss.detach(), "gp": gp_total / n_critic,
             "wasserstein": w_total / n_critic}

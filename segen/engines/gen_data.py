@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segen.config import GenerativeParams
+from segen.config import GenerativeParams, GeneratorParams
 from segen.data.arrays import (
     MANIFEST,
     dataset_meta,
@@ -68,12 +68,13 @@ def domain_values(prepared: StageResult, params: GenerativeParams) -> list[str]:
 
 
 def generator_config(kind: str, conditioning: str | None, prepared: StageResult,
-                     params: GenerativeParams, width: int, domains: list[str] | None
-                     ) -> dict[str, Any]:
+                     params: GenerativeParams, section: GeneratorParams,
+                     domains: list[str] | None) -> dict[str, Any]:
     """What segen.serving.generator needs to rebuild the generator (see its docstring)."""
     meta = dataset_meta(prepared)
     spec = {"channels": meta["channels"], "image_size": params.image_size,
-            "n_classes": len(meta["classes"]), "latent_dim": params.latent_dim, "width": width}
+            "n_classes": len(meta["classes"]), "latent_dim": params.latent_dim,
+            "width": section.width, **section.architecture()}
     return {"kind": kind, "conditioning": conditioning, "spec": spec, "classes": meta["classes"],
             "domains": domains, "domain_column": domains and params.cyclegan_domain_column,
             "data_version": meta["data_version"]}

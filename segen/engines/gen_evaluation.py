@@ -41,13 +41,14 @@ def evaluate(kind: str, preprocess: StageResult, trained: StageResult,
     fake = to_unit_range(torch.from_numpy(images), config["spec"]["image_size"])
     n = len(fake)
     metrics = scores(real, fake, extractor, protocol)
-    if config["conditioning"] == "label":
-        metrics.update(class_accuracy(extractor, fake, request["labels"]))
+    refs = extractor_result.info["references"]
+    if config["conditioning"] == "label":  # beside what the extractor gets right on real ones
+        metrics.update(class_accuracy(extractor, fake, request["labels"]),
+                       ref_real_accuracy=refs["test_accuracy"])
     if config["conditioning"] == "mask":
         metrics["unet_mean_iou"] = _unet_iou(unet, images, request["masks"], generative)
     if kind in ("vae", "cvae"):
         metrics.update(_vae_terms(kind, nets, test, generative.batch_size, protocol.seed))
-    refs = extractor_result.info["references"]
     metrics.update({f"ref_{which}_{k}": v for which in ("ceiling", "floor")
                     for k, v in refs[which].items()})
     save_grid((fake[:generative.sample_grid] + 1) / 2, out / GRID, PER_ROW)

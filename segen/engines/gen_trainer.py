@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from models.generative import (
     CONDITIONING,
+    AdversarialPair,
     GenSpec,
     create,
     default_betas,
@@ -61,20 +63,34 @@ class GenTrainer:
         torch.manual_seed(seed)  # the init
         self.nets = create(kind, GenSpec(**config["spec"])).to(self.device)
         betas = default_betas(kind)
-        self.optimizers = {name: torch.optim.Adam(group, lr=params.lr, betas=betas)
+        # TTUR (Heusel et al. 2017): the discriminator may learn at its own rate
+        rates = {"discriminator": getattr(params, "d_lr", params.lr)}
+        self.optimizers = {name: torch.optim.Adam(group, lr=rates.get(name, params.lr),
+                                                  betas=betas)
                            for name, group in param_groups(kind, self.nets).items()}
+        self.ema = _weight_average(self.nets, getattr(params, "ema", 0.0))
         self.shuffle = torch.Generator().manual_seed(seed)  # batches, on the CPU
         self.noise = torch.Generator(self.device).manual_seed(seed + 1)  # latents, on device
-        self.autocast = self.device.type == "cuda" and kind not in _NO_AUTOCAST
+        double_backward = kind in _NO_AUTOCAST or getattr(params, "r1_weight", 0.0) > 0
+        self.autocast = self.device.type == "cuda" and not double_backward
         self.epoch = 0
+
+    def sampler(self) -> torch.nn.Module:
+        """The nets samples come from: with EMA, the averaged generator beside the trained D."""
+        if self.ema is None:
+            return self.nets
+        return AdversarialPair(self.nets.spec, self.ema.module, self.nets.discriminator)
 
     def state(self, run_id: str) -> dict[str, Any]:
         return {"epoch": self.epoch, "run_id": run_id, "nets": self.nets.state_dict(),
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-                "shuffle": self.shuffle.get_state(), "noise": self.noise.get_state()}
+                "shuffle": self.shuffle.get_state(), "noise": self.noise.get_state(),
+                **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.nets.load_state_dict(state["nets"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
         self.shuffle.set_state(state["shuffle"])
@@ -93,6 +109,8 @@ class GenTrainer:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 losses = train_step(self.kind, self.nets, self.optimizers, batch,
                                     self.params.weights(), generator=self.noise)
+            if self.ema is not None:
+                self.ema.update_parameters(self.nets.generator)
             names = list(losses)
             stacked = torch.stack([v.float() for v in losses.values()]) * len(idx)
             totals = stacked if totals is None else totals + stacked  # NaN/inf carry through
@@ -106,7 +124,17 @@ class GenTrainer:
         cond = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v
                 for k, v in cond.items()}
         fixed = torch.Generator(self.device).manual_seed(0)
-        return sample(self.kind, self.nets, n, generator=fixed, **cond).float().cpu()
+        return sample(self.kind, self.sampler(), n, generator=fixed, **cond).float().cpu()
+
+
+def _weight_average(nets: torch.nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of the generator's weights and batch-norm statistics,
+    which samples are drawn from (Karras et al. 2018, Sec. A.1; Yazici et al., "The Unusual
+    Effectiveness of Averaging in GAN Training", ICLR 2019); None when decay is 0."""
+    if decay == 0:
+        return None
+    return AveragedModel(nets.generator, multi_avg_fn=get_ema_multi_avg_fn(decay),
+                         use_buffers=True)
 
 
 def check_divergence(kind: str, epoch: int, epochs: int, losses: dict[str, float],
@@ -137,7 +165,7 @@ def fit(project: Project, kind: str, preprocess: StageResult, generative: Genera
     conditioning = CONDITIONING[kind]
     domains = domain_values(preprocess, generative) if conditioning == "image" else None
     data = load_batch(preprocess, generative, "train", domains)
-    config = generator_config(kind, conditioning, preprocess, generative, params.width, domains)
+    config = generator_config(kind, conditioning, preprocess, generative, params, domains)
     data = {k: data[k] for k in ("image", *_batch_keys(conditioning))}
     cond = grid_conditioning(conditioning, data, generative.sample_grid,
                              sorted(set(data["label"].tolist())) if "label" in data else [])
@@ -159,7 +187,7 @@ def fit(project: Project, kind: str, preprocess: StageResult, generative: Genera
         done = run_epochs(project, stage, key, trainer, params.epochs,
                           images_per_epoch=len(data["image"]), params=logged, tags=tags,
                           end_of_epoch=end_of_epoch)
-    save_generator(trainer.nets, config, out)
+    save_generator(trainer.sampler(), config, out)
     _save_samples(trainer.samples(generative.sample_grid, cond), out / GRID)
     discard_checkpoint(project, stage, key)
     epochs_run = params.epochs - done.resumed_from
