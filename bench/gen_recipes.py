@@ -40,6 +40,8 @@ TTUR = {"lr": 0.0001, "d_lr": 0.0004}  # Heusel et al. 2017's 1:4 (SAGAN's rates
 GAN_VARIANTS = {
     "baseline": {}, "hinge_sn": SN_HINGE, "ema": {"ema": 0.99}, "diffaugment": {"augment": AUG},
     "ttur": TTUR, "r1": {"r1_weight": 1.0},
+    "ema_aug": {"ema": 0.99, "augment": AUG}, "ema_r1": {"ema": 0.99, "r1_weight": 1.0},
+    "ema_0999": {"ema": 0.999},
     "sn_ema_aug": {**SN_HINGE, "ema": 0.99, "augment": AUG},
     "sn_ema_aug_ttur": {**SN_HINGE, "ema": 0.99, "augment": AUG, **TTUR},
 }

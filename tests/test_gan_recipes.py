@@ -10,8 +10,18 @@ import torch
 from torch import nn
 
 import models.generative as gen
-from models.generative.augment import CUTOUT_RATIO, color, cutout, diff_augment, translation
-from models.generative.blocks import GenSpec, ProjectionDiscriminator, spectral_normalise
+from models.generative.augment import (
+    CUTOUT_RATIO,
+    color,
+    cutout,
+    diff_augment,
+    translation,
+)
+from models.generative.blocks import (
+    GenSpec,
+    ProjectionDiscriminator,
+    spectral_normalise,
+)
 from models.generative.losses import (
     d_loss_hinge,
     g_loss_hinge,
@@ -19,7 +29,7 @@ from models.generative.losses import (
     recon_calibrated,
     recon_sse,
 )
-from segen.engines.gen_trainer import _weight_average
+from segen.engines.gen_trainer import weight_average
 
 SPEC = dict(channels=3, image_size=16, n_classes=3, latent_dim=8, width=4)
 
@@ -58,10 +68,10 @@ def test_spectral_norm_dcgan_discriminator_has_no_batch_norm_and_reloads() -> No
 # --- EMA -------------------------------------------------------------------------
 
 
-def test_weight_average_is_an_exponential_moving_average() -> None:
+def testweight_average_is_an_exponential_moving_average() -> None:
     nets = gen.create("dcgan", GenSpec(**SPEC))
-    assert _weight_average(nets, 0.0) is None
-    ema = _weight_average(nets, 0.9)
+    assert weight_average(nets, 0.0) is None
+    ema = weight_average(nets, 0.9)
     first = next(nets.generator.parameters())
     values = [1.0, 3.0, 5.0]
     for value in values:
@@ -216,3 +226,16 @@ def test_train_step_adds_r1_and_uses_the_chosen_loss() -> None:
     hinge = gen.train_step("dcgan", nets, opts, batch,
                            {"loss": "hinge", "r1_weight": 0.0, "augment": ()}, g)
     assert hinge["d_loss"].item() != pytest.approx(plain["d_loss"].item())
+
+
+def test_standing_batch_norm_measures_the_exact_statistics_of_the_batches() -> None:
+    from segen.engines.training import standing_batch_norm
+
+    net = nn.Sequential(nn.BatchNorm1d(3))
+    net[0].running_mean.fill_(100.0)  # stale statistics, to be replaced
+    x = torch.randn(40, 3, generator=torch.Generator().manual_seed(0)) * 2 + 5
+    with standing_batch_norm(net):
+        for chunk in x.split(10):
+            net(chunk)
+    assert torch.allclose(net[0].running_mean, x.mean(0), atol=1e-5)
+    assert not net.training and net[0].momentum == 0.1  # eval mode, momentum restored

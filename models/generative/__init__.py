@@ -27,14 +27,14 @@ from torch import Tensor, nn
 
 from models.generative import cgan, cyclegan, dcgan, gan, pix2pix, vae, wgan_gp
 from models.generative.augment import diff_augment
-from models.generative.blocks import GenSpec
+from models.generative.blocks import GenSpec, one_hot
 from models.generative.gan import AdversarialPair
 from models.generative.losses import gaussian_kl, gradient_penalty
 
 __all__ = [
     "CONDITIONING", "KINDS", "WEIGHTS", "AdversarialPair", "GenSpec", "create", "default_betas",
-    "diff_augment", "gaussian_kl", "gradient_penalty", "param_groups", "sample", "train_step",
-    "vae_terms",
+    "diff_augment", "gaussian_kl", "gradient_penalty", "one_hot", "param_groups", "sample",
+    "train_step", "vae_terms",
 ]
 
 

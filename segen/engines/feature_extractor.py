@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from models.feature_extractor import FeatureClassifier
 from models.gen_metrics import class_accuracy
-from segen.engines.training import batch_indices
+from segen.engines.training import batch_indices, standing_batch_norm
 from segen.serving.device import pick_device
 from segen.serving.images import to_unit_range
 
@@ -79,19 +79,11 @@ def _train_epoch(model: FeatureClassifier, optimiser: torch.optim.Optimizer,
 @torch.no_grad()
 def recalibrate_batch_norm(model: FeatureClassifier, x: torch.Tensor, batch_size: int,
                            device: torch.device) -> None:
-    """Running statistics = exact averages over x under the final weights (momentum None is
-    a cumulative average), so eval-mode features do not lag behind the last updates."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    momenta = [norm.momentum for norm in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None
-    model.train()
-    for batch in x.split(batch_size):
-        model.feature_map(batch.to(device))
-    for norm, momentum in zip(norms, momenta):
-        norm.momentum = momentum
-    model.eval()
+    """Running statistics = exact averages over x under the final weights, so eval-mode
+    features do not lag behind the last updates."""
+    with standing_batch_norm(model):
+        for batch in x.split(batch_size):
+            model.feature_map(batch.to(device))
 
 
 def _check_labels(labels: torch.Tensor, val_labels: torch.Tensor, n_classes: int) -> None:

@@ -21,6 +21,7 @@ from models.generative import (
     GenSpec,
     create,
     default_betas,
+    one_hot,
     param_groups,
     sample,
     train_step,
@@ -33,9 +34,7 @@ from segen.engines.gen_data import (
     load_batch,
 )
 from segen.engines.loop import DivergenceError, discard_checkpoint, run_epochs
-from segen.engines.training import (
-    batch_indices,
-)
+from segen.engines.training import batch_indices, standing_batch_norm
 from segen.pipeline.store import StageResult
 from segen.project import Project
 from segen.serving.device import pick_device
@@ -45,7 +44,8 @@ from segen.serving.grid import save_grid
 log = logging.getLogger("segen.train_generative")
 GRID = "samples.png"
 PER_ROW = 8  # samples per grid row
-_NO_AUTOCAST = ("wgan_gp",)  # torch.autograd.grad(create_graph=True) of the penalty
+_NO_AUTOCAST = ("wgan_gp",)
+STANDING_BATCHES = 8  # generator batches that measure an averaged generator's statistics  # torch.autograd.grad(create_graph=True) of the penalty
 
 
 class GenerativeDivergenceError(DivergenceError):
@@ -68,7 +68,7 @@ class GenTrainer:
         self.optimizers = {name: torch.optim.Adam(group, lr=rates.get(name, params.lr),
                                                   betas=betas)
                            for name, group in param_groups(kind, self.nets).items()}
-        self.ema = _weight_average(self.nets, getattr(params, "ema", 0.0))
+        self.ema = weight_average(self.nets, getattr(params, "ema", 0.0))
         self.shuffle = torch.Generator().manual_seed(seed)  # batches, on the CPU
         self.noise = torch.Generator(self.device).manual_seed(seed + 1)  # latents, on device
         double_backward = kind in _NO_AUTOCAST or getattr(params, "r1_weight", 0.0) > 0
@@ -76,10 +76,31 @@ class GenTrainer:
         self.epoch = 0
 
     def sampler(self) -> torch.nn.Module:
-        """The nets samples come from: with EMA, the averaged generator beside the trained D."""
+        """The nets samples come from: with EMA, the averaged generator (its batch-norm
+        statistics measured under the averaged weights) beside the trained D."""
         if self.ema is None:
             return self.nets
+        self._standing_statistics(self.ema.module)
         return AdversarialPair(self.nets.spec, self.ema.module, self.nets.discriminator)
+
+    def _standing_statistics(self, generator: torch.nn.Module) -> None:
+        """Averaged weights never produced the running statistics the trained generator
+        kept, so measure them on the averaged generator's own batches (BigGAN's "standing
+        statistics", Brock et al. 2019, Sec. 3.1), from fixed latents and the data's labels."""
+        spec = self.nets.spec
+        latents = torch.Generator(self.device).manual_seed(0)
+        picks = torch.Generator().manual_seed(0)
+        labels = self.data.get("label")
+        with standing_batch_norm(generator):
+            for _ in range(STANDING_BATCHES):
+                z = torch.randn(self.batch_size, spec.latent_dim, device=self.device,
+                                generator=latents)
+                cond = None
+                if CONDITIONING[self.kind] == "label":
+                    chosen = labels[torch.randint(len(labels), (self.batch_size,),
+                                                  generator=picks)]
+                    cond = one_hot(chosen.to(self.device), spec.n_classes)
+                generator(z, cond)
 
     def state(self, run_id: str) -> dict[str, Any]:
         return {"epoch": self.epoch, "run_id": run_id, "nets": self.nets.state_dict(),
@@ -127,14 +148,14 @@ class GenTrainer:
         return sample(self.kind, self.sampler(), n, generator=fixed, **cond).float().cpu()
 
 
-def _weight_average(nets: torch.nn.Module, decay: float) -> AveragedModel | None:
+def weight_average(nets: torch.nn.Module, decay: float) -> AveragedModel | None:
     """An exponential moving average of the generator's weights and batch-norm statistics,
     which samples are drawn from (Karras et al. 2018, Sec. A.1; Yazici et al., "The Unusual
     Effectiveness of Averaging in GAN Training", ICLR 2019); None when decay is 0."""
     if decay == 0:
         return None
-    return AveragedModel(nets.generator, multi_avg_fn=get_ema_multi_avg_fn(decay),
-                         use_buffers=True)
+    # parameters only: the batch-norm buffers are measured when sampling (_standing_statistics)
+    return AveragedModel(nets.generator, multi_avg_fn=get_ema_multi_avg_fn(decay))
 
 
 def check_divergence(kind: str, epoch: int, epochs: int, losses: dict[str, float],

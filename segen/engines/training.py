@@ -2,6 +2,7 @@
 batching and augmentation (the epoch loop and its checkpoints: segen.engines.loop)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
@@ -22,3 +23,25 @@ def batch_indices(n: int, batch_size: int, generator: torch.Generator | None) ->
     """Shuffled (generator given) or ordered index batches covering all n items."""
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     yield from order.split(batch_size)
+
+
+@contextmanager
+def standing_batch_norm(model: torch.nn.Module) -> Iterator[None]:
+    """Inside: model in train mode with every batch-norm layer's running statistics reset
+    to a cumulative average (momentum None), so the forward passes the block makes under the
+    final weights set them exactly; after it, the momenta are restored and model is in eval
+    mode. Without it, eval-mode outputs lag behind the last updates (or, for averaged weights,
+    use statistics no single set of weights produced)."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    model.train()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        model.eval()
