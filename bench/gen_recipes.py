@@ -48,6 +48,7 @@ GAN_VARIANTS = {
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "gan": GAN_VARIANTS, "dcgan": GAN_VARIANTS,
     "cgan": {**GAN_VARIANTS, "projection": {**SN_HINGE, "projection": True},
+             "projection_bce": {"projection": True},
              "projection_ema_aug": {**SN_HINGE, "projection": True, "ema": 0.99,
                                     "augment": AUG}},
     "wgan_gp": {"baseline": {}, "ema": {"ema": 0.99}, "diffaugment": {"augment": AUG},
