@@ -239,3 +239,29 @@ def test_standing_batch_norm_measures_the_exact_statistics_of_the_batches() -> N
             net(chunk)
     assert torch.allclose(net[0].running_mean, x.mean(0), atol=1e-5)
     assert not net.training and net[0].momentum == 0.1  # eval mode, momentum restored
+
+
+def test_the_weight_average_is_checkpointed_and_restored() -> None:
+    from tqdm import tqdm
+
+    from segen.config import DCGanParams
+    from segen.engines.gen_trainer import GenTrainer
+
+    params = DCGanParams(epochs=1, lr=2e-4, width=4, d_lr=4e-4, ema=0.9, augment=("color",),
+                         loss="bce", r1_weight=0.5, spectral_norm=False)
+    config = {"spec": {**SPEC, **params.architecture()}}
+    data = {"image": _images(8)}
+    trainer = GenTrainer("dcgan", config, params, 0, data, 4)
+    assert trainer.optimizers["discriminator"].param_groups[0]["lr"] == 4e-4  # TTUR
+    assert trainer.optimizers["generator"].param_groups[0]["lr"] == 2e-4
+    with tqdm(disable=True) as bar:
+        losses = trainer.train_epoch(bar)
+    assert "r1" in losses
+    state = trainer.state("run")
+    again = GenTrainer("dcgan", config, params, 1, data, 4)
+    again.restore(state)
+    for a, b in zip(trainer.ema.module.parameters(), again.ema.module.parameters()):
+        assert torch.equal(a, b)
+    averaged = next(trainer.ema.module.parameters())
+    assert not torch.equal(averaged, next(trainer.nets.generator.parameters()))
+    assert trainer.sampler().generator is trainer.ema.module

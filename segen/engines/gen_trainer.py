@@ -44,8 +44,8 @@ from segen.serving.grid import save_grid
 log = logging.getLogger("segen.train_generative")
 GRID = "samples.png"
 PER_ROW = 8  # samples per grid row
-_NO_AUTOCAST = ("wgan_gp",)
-STANDING_BATCHES = 8  # generator batches that measure an averaged generator's statistics  # torch.autograd.grad(create_graph=True) of the penalty
+_NO_AUTOCAST = ("wgan_gp",)  # torch.autograd.grad(create_graph=True) of the penalty
+STANDING_BATCHES = 8  # generator batches that measure an averaged generator's statistics
 
 
 class GenerativeDivergenceError(DivergenceError):
@@ -149,9 +149,9 @@ class GenTrainer:
 
 
 def weight_average(nets: torch.nn.Module, decay: float) -> AveragedModel | None:
-    """An exponential moving average of the generator's weights and batch-norm statistics,
-    which samples are drawn from (Karras et al. 2018, Sec. A.1; Yazici et al., "The Unusual
-    Effectiveness of Averaging in GAN Training", ICLR 2019); None when decay is 0."""
+    """An exponential moving average of the generator's weights, which samples are drawn
+    from (Karras et al. 2018, Sec. A.1; Yazici et al., "The Unusual Effectiveness of
+    Averaging in GAN Training", ICLR 2019); None when decay is 0."""
     if decay == 0:
         return None
     # parameters only: the batch-norm buffers are measured when sampling (_standing_statistics)
