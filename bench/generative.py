@@ -15,6 +15,10 @@ mask-to-image generator change the U-Net's test IoU.
    test mean IoU trained without (evaluate_unet) and with (evaluate_unet_synthetic) the
    synthetic pairs, with the paired per-image difference.
 
+Scarce labels (params-scarce.yaml's setting: 10% of the train split labelled):
+        .venv/bin/python bench/generative.py --synthetic-only --skip-speed \
+            --set preprocess.labelled_fraction=0.1
+
 Usage:  .venv/bin/python bench/generative.py [--quick] [--skip-run | --skip-speed]
 --quick: tiny settings (a smoke test of the script, not figures to quote).
        [--dataset digits]  (scikit-learn's digits: the models that need no masks)
@@ -238,12 +242,19 @@ def synthetic_effect(run: dict[str, Any]) -> dict[str, Any]:
     without, with_ = (np.load(Path(r["path"]) / "per_image.npz")["mean_iou"]
                       for r in (base, synth))
     diff = with_ - without  # (N,) paired by test image
+    from segen.registry.promotion.bootstrap import paired_bootstrap
+
+    interval = paired_bootstrap(with_, without, samples=2000, confidence=0.95, seed=0)
     made_by = run["stages"]["synthesize_pairs"]["info"]
+    prepared = run["stages"]["preprocess"]["info"]
     return {"mean_iou_without": base["info"]["metrics"]["mean_iou"],
             "mean_iou_with": synth["info"]["metrics"]["mean_iou"],
             "mean_dice_without": base["info"]["metrics"]["mean_dice"],
             "mean_dice_with": synth["info"]["metrics"]["mean_dice"],
             "per_image_mean_diff": float(np.nanmean(diff)),
+            "per_image_diff_ci95": [interval["ci_low"], interval["ci_high"]],
+            "train_images": prepared["train"], "unlabelled_images": prepared.get("unlabelled", 0),
+            "test_images": prepared["test"],
             "images_better": int((diff > 0).sum()), "images_worse": int((diff < 0).sum()),
             "n_pairs": made_by["n_pairs"],
             "generator": f"{made_by['generator_model']}/{made_by['generator_version']}"}
@@ -274,7 +285,9 @@ def report(result: dict[str, Any]) -> str:
     if s and "mean_iou_with" in s:
         rows.append(("U-Net test mean IoU", f"without {s['mean_iou_without']:.4f}, with "
                      f"{s['n_pairs']} synthetic pairs {s['mean_iou_with']:.4f} (per-image "
-                     f"mean diff {s['per_image_mean_diff']:+.4f}; {s['images_better']} better, "
+                     f"mean diff {s['per_image_mean_diff']:+.4f}, 95% paired bootstrap "
+                     f"[{s['per_image_diff_ci95'][0]:+.4f}, {s['per_image_diff_ci95'][1]:+.4f}]"
+                     f"; {s['train_images']} labelled train images; {s['images_better']} better, "
                      f"{s['images_worse']} worse)"))
     elif s:
         rows.append(("U-Net with synthetic pairs", s["status"]))

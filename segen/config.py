@@ -110,6 +110,9 @@ class PreprocessParams:
     # Each below 0.5, so together below 1; Params checks that whole images are left to train.
     val_fraction: Annotated[Float, Field(gt=0, lt=0.5)]
     test_fraction: Annotated[Float, Field(gt=0, lt=0.5)]
+    # the share of the train split whose labels the models may use (seeded); the rest is
+    # left out of every split: a scarce-label study on the same val and test splits
+    labelled_fraction: Annotated[Float, Field(gt=0, le=1)]
     seed: Seed
 
     @model_validator(mode="after")

@@ -157,7 +157,7 @@ def test_preprocess_without_masks(tmp_path: Path) -> None:
                 for name in ("version_data", "validate")}
     params = PreprocessParams(image_size=16, long_side=None, pad_multiple=16,
                               class_weights="none", val_fraction=0.2, test_fraction=0.2,
-                              seed=0)
+                              labelled_fraction=1.0, seed=0)
     result = preprocess.fn(project=Project.at(tmp_path / "proj"), preprocess=params, **upstream)
     assert result.info["has_masks"] is False and result.info["train"] == 5
     out = Path(result.path)

@@ -34,16 +34,17 @@ def slow(test):
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_long_profile_has_the_same_keys() -> None:
-    """params-long.yaml (the longer-training profile) loads and mirrors params.yaml."""
+@pytest.mark.parametrize("profile", sorted(p.name for p in REPO.glob("params-*.yaml")))
+def test_every_profile_has_the_same_keys(profile: str) -> None:
+    """Each profile beside params.yaml (params-long.yaml, params-scarce.yaml) loads and
+    mirrors params.yaml."""
     import yaml
 
     from segen.config import load_params
 
-    load_params(REPO / "params-long.yaml")
-    base, long = (yaml.safe_load((REPO / name).read_text())
-                  for name in ("params.yaml", "params-long.yaml"))
-    assert {s: sorted(v) for s, v in long.items()} == {s: sorted(v) for s, v in base.items()}
+    load_params(REPO / profile)
+    base, other = (yaml.safe_load((REPO / name).read_text()) for name in ("params.yaml", profile))
+    assert {s: sorted(v) for s, v in other.items()} == {s: sorted(v) for s, v in base.items()}
 
 
 def _ran(summary: dict) -> set[str]:

@@ -173,7 +173,8 @@ def test_split_dirs_keep_the_split_and_preprocess_respects_it(tmp_path: Path) ->
     assert summary.splits == {"train": 6, "test": 3, "val": 2}
     assert manifest.loc[manifest["id"] == "test_0", "split"].item() == "test"
     params = PreprocessParams(image_size=16, long_side=None, pad_multiple=16,
-                              class_weights="none", val_fraction=0.3, test_fraction=0.3, seed=1)
+                              class_weights="none", val_fraction=0.3, test_fraction=0.3,
+                              labelled_fraction=1.0, seed=1)
     splits = split_indices(len(manifest), params, check_given_splits(list(manifest["split"])))
     assert {name: sorted(manifest["id"][i] for i in rows) for name, rows in splits.items()} == {
         name: sorted(manifest["id"][manifest["split"] == name]) for name in splits}

@@ -191,8 +191,8 @@ def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
 def test_both_profiles_load_and_stay_standard_dataclasses() -> None:
     import typing
 
-    for name in ("params.yaml", "params-long.yaml"):
-        params = load_params(REPO / name)
+    for path in sorted(REPO.glob("params*.yaml")):
+        params = load_params(path)
         hints = typing.get_type_hints(Params)
         for field in dataclasses.fields(params):
             section = getattr(params, field.name)

@@ -55,7 +55,8 @@ class Geometry:
 def split_indices(n: int, params: PreprocessParams, given: list[str] | None = None
                   ) -> dict[str, list[int]]:
     """The manifest's own split where it gives one (train/val/test), and a deterministic
-    seeded split of the other rows (at least one image in val and test when none is given).
+    seeded split of the other rows (at least one image in val and test when none is given);
+    of the train rows, preprocess.labelled_fraction stay "train", the rest are "unlabelled".
 
     The seeded fractions apply to the whole dataset, so a given test split is not topped up
     by random rows."""
@@ -72,8 +73,22 @@ def split_indices(n: int, params: PreprocessParams, given: list[str] | None = No
         take = min(take, max(0, len(order) - start - 1))  # leave at least one to train on
         out[name] = sorted(fixed[name] + order[start:start + take].tolist())
         start += take
-    out["train"] = sorted(fixed["train"] + order[start:].tolist())
-    return {"test": out["test"], "val": out["val"], "train": out["train"]}
+    train = sorted(fixed["train"] + order[start:].tolist())
+    labelled, unlabelled = _labelled_subset(train, params.labelled_fraction, params.seed)
+    return {"test": out["test"], "val": out["val"], "train": labelled, "unlabelled": unlabelled}
+
+
+def _labelled_subset(train: list[int], fraction: float, seed: int
+                     ) -> tuple[list[int], list[int]]:
+    """(the train rows kept, the rest): a seeded round(fraction * n) of them, at least one.
+    Its own stream of the seed, so the val and test splits do not depend on the fraction."""
+    if fraction >= 1:
+        return train, []
+    keep = max(1, round(fraction * len(train)))
+    chosen = np.random.default_rng([seed, 1]).permutation(len(train))[:keep]
+    kept = set(chosen.tolist())
+    return ([row for i, row in enumerate(train) if i in kept],
+            [row for i, row in enumerate(train) if i not in kept])
 
 
 def check_given_splits(values: list[str]) -> list[str]:
