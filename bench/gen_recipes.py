@@ -53,10 +53,14 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
                                     "augment": AUG}},
     "wgan_gp": {"baseline": {}, "ema": {"ema": 0.99}, "diffaugment": {"augment": AUG},
                 "ttur": TTUR, "ema_aug": {"ema": 0.99, "augment": AUG}},
+    "pix2pix": {"baseline": {}, "epochs_50": {"epochs": 50},
+                "epochs_50_l1_100": {"epochs": 50, "l1_weight": 100.0}},
     "vae": {"baseline": {}, "calibrated": {"likelihood": "calibrated"}},
     "cvae": {"baseline": {}, "calibrated": {"likelihood": "calibrated"}},
 }
-METRICS = ("fid", "kid_mean", "precision", "recall", "accuracy", "ref_real_accuracy")
+METRICS = ("fid", "kid_mean", "precision", "recall", "accuracy", "ref_real_accuracy",
+           "unet_mean_iou")
+NEEDS_UNET = ("pix2pix",)  # evaluate_pix2pix scores its images with the trained U-Net
 
 
 def chain_child(root: str, jobs: str) -> list[dict[str, Any]]:
@@ -116,6 +120,7 @@ def run(kind: str, variants: list[str], seeds: list[int], base: dict[str, Any],
             path.write_text(yaml.safe_dump(values, sort_keys=False))
             jobs.append({"label": label, "variant": variant, "seed": seed, "params": str(path),
                          "stages": ["version_data", "validate", "preprocess",
+                                    *(("train_unet",) if kind in NEEDS_UNET else ()),
                                     "train_feature_extractor", f"train_{kind}",
                                     f"evaluate_{kind}"]})
     proc = subprocess.run([sys.executable, __file__, "--child", str(root), json.dumps(jobs)],
