@@ -59,6 +59,18 @@ def merge(base: dict, overrides: dict) -> dict:
     return out
 
 
+def overrides_from(settings: list[str]) -> dict[str, dict[str, Any]]:
+    """--set SECTION.KEY=VALUE flags (VALUE read as YAML) as params overrides for merge."""
+    import yaml
+
+    out: dict[str, dict[str, Any]] = {}
+    for setting in settings:
+        key, value = setting.split("=", 1)
+        section, name = key.split(".", 1)
+        out = merge(out, {section: {name: yaml.safe_load(value)}})
+    return out
+
+
 @contextlib.contextmanager
 def quiet_stdout() -> Iterator[None]:
     """Send file descriptor 1 to /dev/null for the block (DVC's logger holds its own stream)."""

@@ -28,6 +28,7 @@ from _common import (  # noqa: E402
     init_project,
     machine,
     merge,
+    overrides_from,
     segen_exe,
     table,
     write_json,
@@ -90,15 +91,6 @@ def chain_child(root: str, jobs: str) -> list[dict[str, Any]]:
                                                record["metrics"].items()
                                                if k in METRICS), file=sys.stderr, flush=True)
         out.append(record)
-    return out
-
-
-def overrides_from(settings: list[str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for setting in settings:
-        key, value = setting.split("=", 1)
-        section, name = key.split(".", 1)
-        out = merge(out, {section: {name: yaml.safe_load(value)}})
     return out
 
 

@@ -45,6 +45,7 @@ from _common import (  # noqa: E402
     last_json,
     machine,
     merge,
+    overrides_from,
     segen_exe,
     table,
     write_json,
@@ -181,14 +182,9 @@ def chain_child(root: str) -> dict[str, Any]:
 def synthetic_chain(quick: bool, unet_epochs: int | None, settings: list[str]
                     ) -> dict[str, Any]:
     """The U-Net with vs without synthetic pairs, without the other models' stages."""
-    import yaml
-
     root = fresh_dir("segen-bench-gen-") / "proj"
     overrides = merge(QUICK if quick else {}, {"synthetic": {"enabled": True}})
-    for setting in settings:
-        key, value = setting.split("=", 1)
-        section, name = key.split(".", 1)
-        overrides = merge(overrides, {section: {name: yaml.safe_load(value)}})
+    overrides = merge(overrides, overrides_from(settings))
     if unet_epochs:
         overrides = merge(overrides, {"unet": {"epochs": unet_epochs}})
     init_project(root, overrides)
