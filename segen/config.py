@@ -135,6 +135,10 @@ class SegmenterTrainingParams:
     augment: Bool
     # random training crops: an int (square) or [height, width]; null: whole images
     crop_size: Size | HeightWidth | None
+    # sliding-window inference (segen/serving/tiling.py): tiles of this size, written to the
+    # model's config so evaluation, predict and the pyfunc tile alike; null: whole images
+    tile_size: Size | HeightWidth | None
+    tile_overlap: Annotated[Float, Field(ge=0, lt=1)]  # fraction of a tile its neighbour shares
     seed: Seed
     # training processes (torch elastic, one GPU each on GPUs); batch_size is the global batch
     processes: Count
@@ -159,12 +163,16 @@ class UNetParams(SegmenterTrainingParams):
     arch: ClassVar[str] = "unet"  # models.segmentation's name for it
 
     @model_validator(mode="after")
-    def _crop(self) -> UNetParams:
-        # A crop goes through the same depth 2x2 max-pools as a whole image.
-        multiple = 2 ** self.depth
-        if self.crop_size and any(side % multiple for side in height_width(self.crop_size)):
-            expected = f"null or sides that are multiples of 2**depth = {multiple}"
-            _fail(("crop_size", self.crop_size, expected))
+    def _windows(self) -> UNetParams:
+        # A training crop or an inference tile goes through the same depth 2x2 max-pools as a
+        # whole image.
+        multiple, problems = 2 ** self.depth, []
+        for key in ("crop_size", "tile_size"):
+            size = getattr(self, key)
+            if size and any(side % multiple for side in height_width(size)):
+                expected = f"null or sides that are multiples of 2**depth = {multiple}"
+                problems.append((key, size, expected))
+        _fail(*problems)
         return self
 
 

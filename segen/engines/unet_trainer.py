@@ -45,7 +45,13 @@ def segmenter_config(meta: dict[str, Any], params: SegmenterTrainingParams) -> d
             "ignore_ids": meta["ignore_ids"],
             **{k: getattr(params, k) for k in ARCH_FIELDS.get(params.arch, ())},
             "geometry": meta["geometry"], "height": meta["height"], "width": meta["width"],
-            "mean": meta["mean"], "std": meta["std"]}
+            "mean": meta["mean"], "std": meta["std"], **_tiling(params)}
+
+
+def _tiling(params: SegmenterTrainingParams) -> dict[str, Any]:
+    """How the model predicts (segen.serving.tiling): tile_size as [height, width] or None."""
+    tile = None if params.tile_size is None else list(height_width(params.tile_size))
+    return {"tile_size": tile, "tile_overlap": params.tile_overlap}
 
 
 class Trainer:

@@ -43,6 +43,13 @@ class FolderModel(mlflow.pyfunc.PythonModel):
                 pip_requirements=[*requirements, "mlflow"], registered_model_name=registered_name)
 
 
+def installed_requirement(name: str) -> str:
+    """A distribution pinned to the version installed here (monai==1.6.1)."""
+    from importlib.metadata import version
+
+    return f"{name}=={version(name)}"
+
+
 def torch_requirement() -> str:
     """torch pinned to this version, without the local build tag (+cu130...)."""
     import torch

@@ -16,6 +16,7 @@ from torch import nn
 from models.segmentation import create
 from segen.serving.images import standardise
 from segen.serving.model_folder import load_model_folder, save_model_folder
+from segen.serving.tiling import pad_to, tile_of, tiled_logits
 
 WEIGHTS = "model.pt"
 CONFIG = "model.json"
@@ -81,15 +82,21 @@ def _logits(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Te
         return model(x).float()
 
 
-def _pad(x: torch.Tensor, height: int, width: int, config: dict[str, Any]) -> torch.Tensor:
-    """Standardised (B, C, h, w) on a (height, width) canvas whose padding is what
-    preprocess's padding (uint8 0) standardises to, as in training."""
-    if x.shape[-2:] == (height, width):
-        return x
-    mean, std = (torch.tensor(config[k], device=x.device) for k in ("mean", "std"))
-    canvas = (-mean / std).view(1, -1, 1, 1).expand(len(x), -1, height, width).clone()
-    canvas[..., :x.shape[-2], :x.shape[-1]] = x
-    return canvas
+def _fill(config: dict[str, Any], device: torch.device) -> torch.Tensor:
+    """(C,) what preprocess's padding (uint8 0) standardises to, as in training."""
+    mean, std = (torch.tensor(config[k], device=device) for k in ("mean", "std"))
+    return -mean / std
+
+
+def _network_logits(model: nn.Module, x: torch.Tensor, config: dict[str, Any],
+                    device: torch.device) -> torch.Tensor:
+    """Standardised (B, C, H, W) -> (B, K, H, W) logits: whole, or tile by tile when the
+    model config has a tile_size."""
+    tile = tile_of(config)
+    if tile is None:
+        return _logits(model, x, device)
+    return tiled_logits(lambda t: _logits(model, t, device), x, tile, config["tile_overlap"],
+                        _fill(config, x.device))
 
 
 @torch.inference_mode()
@@ -98,7 +105,7 @@ def predict_canvas(model: nn.Module, images: torch.Tensor, config: dict[str, Any
     """(B, H, W, C) uint8 preprocessed canvases (the network's own input size) -> (B, H, W)
     uint8 class ids on the device."""
     x = standardise(images.to(device, non_blocking=True), config["mean"], config["std"])
-    return _masked_argmax(_logits(model, x, device), config)
+    return _masked_argmax(_network_logits(model, x, config, device), config)
 
 
 @torch.inference_mode()
@@ -107,7 +114,8 @@ def predict_masks(model: nn.Module, images: np.ndarray, config: dict[str, Any],
     """(N, H, W, C) uint8 images of any one size -> (N, H, W) uint8 class ids at that size.
 
     Each batch is resized as preprocess resized the training data, padded at the bottom and
-    right to the network's multiple, predicted whole, cropped, and its logits resized back."""
+    right to the network's multiple, predicted (whole, or in tiles when the model config has a
+    tile_size), cropped, and its logits resized back."""
     height, width = images.shape[1:3]
     h, w, padded_h, padded_w = network_size(config, height, width)
     out = []
@@ -116,8 +124,8 @@ def predict_masks(model: nn.Module, images: np.ndarray, config: dict[str, Any],
         x = standardise(batch.to(device), config["mean"], config["std"])
         if (h, w) != (height, width):
             x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True)
-        x = _pad(x, padded_h, padded_w, config)
-        logits = _logits(model, x, device)[..., :h, :w]
+        x = pad_to(x, padded_h, padded_w, _fill(config, x.device))
+        logits = _network_logits(model, x, config, device)[..., :h, :w]
         if (h, w) != (height, width):
             logits = F.interpolate(logits, size=(height, width), mode="bilinear")
         out.append(_masked_argmax(logits, config).cpu().numpy())

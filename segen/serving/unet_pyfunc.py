@@ -10,7 +10,7 @@ from typing import Any
 
 from segen.serving.device import pick_device
 from segen.serving.image_batch import as_image_batch
-from segen.serving.pyfunc import FolderModel, torch_requirement
+from segen.serving.pyfunc import FolderModel, installed_requirement, torch_requirement
 from segen.serving.unet import load_unet, predict_masks
 
 PREDICT_BATCH = 16
@@ -34,4 +34,5 @@ class SegmentationModel(FolderModel):
 
 def log_segmentation_model(model_dir: Path, registered_name: str) -> Any:
     """Log the pyfunc with its weights and code, and register a new version of it."""
-    return SegmentationModel.log(model_dir, registered_name, [torch_requirement(), "numpy"])
+    requirements = [torch_requirement(), "numpy", installed_requirement("monai")]  # monai: tiling
+    return SegmentationModel.log(model_dir, registered_name, requirements)
