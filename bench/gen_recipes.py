@@ -60,7 +60,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "cvae": {"baseline": {}, "calibrated": {"likelihood": "calibrated"}},
 }
 METRICS = ("fid", "kid_mean", "precision", "recall", "accuracy", "ref_real_accuracy",
-           "unet_mean_iou")
+           "unet_mean_iou", "ref_real_unet_mean_iou")
 NEEDS_UNET = ("pix2pix",)  # evaluate_pix2pix scores its images with the trained U-Net
 
 

@@ -195,7 +195,8 @@ def synthetic_chain(quick: bool, unet_epochs: int | None, settings: list[str]
             "root": root, "overrides": overrides}
 
 
-QUALITY_KEYS = ("fid", "kid_mean", "precision", "recall", "accuracy", "unet_mean_iou", "elbo")
+QUALITY_KEYS = ("fid", "kid_mean", "precision", "recall", "accuracy", "ref_real_accuracy",
+                "unet_mean_iou", "ref_real_unet_mean_iou", "elbo")
 
 
 def quality(run: dict[str, Any]) -> dict[str, Any]:

@@ -274,13 +274,16 @@ class DivergenceParams:
     collapse_std: Weight  # per-pixel std over a sample batch below this: a collapsed generator
 
 
+GenSize = Annotated[Int, Field(ge=16, description="a power of two: 16, 32, 64, ...")]
+
+
 @_section
 class GenerativeParams:
     """Settings shared by every generative model (train and evaluate stages)."""
     # The generators' conv stacks halve/double S per stride-2 stage between S x S and 4 x 4
     # (pix2pix's U-Net down to 2 x 2), so S must be a power of two >= 16: the rule of
     # GenSpec.__post_init__ in models/generative/blocks.py, checked here before torch loads.
-    image_size: Annotated[Int, Field(ge=16, description="a power of two: 16, 32, 64, ...")]
+    image_size: GenSize
     latent_dim: Count
     batch_size: Annotated[Int, Field(ge=2, description="batch norm needs two")]
     seed: Seed
@@ -291,10 +294,13 @@ class GenerativeParams:
 
     @model_validator(mode="after")
     def _size(self) -> GenerativeParams:
-        if self.image_size & (self.image_size - 1):
-            expected = "a power of two >= 16 (the generators halve it down to 4x4)"
-            _fail(("image_size", self.image_size, expected))
+        _check_gen_size("image_size", self.image_size)
         return self
+
+
+def _check_gen_size(key: str, size: int | None) -> None:
+    if size is not None and size & (size - 1):
+        _fail((key, size, "a power of two >= 16 (the generators halve it down to 4x4)"))
 
 
 @_section
@@ -304,7 +310,8 @@ class GeneratorParams:
     lr: Rate  # the generator's (or the VAE's) Adam learning rate
     width: Count  # base channel count of its networks
     # keys that are not the objective's: the trainer's, and the nets' (GenSpec's)
-    _TRAINING: ClassVar[tuple[str, ...]] = ("epochs", "lr", "width", "d_lr", "ema")
+    _TRAINING: ClassVar[tuple[str, ...]] = ("epochs", "lr", "width", "d_lr", "ema",
+                                            "image_size")
     ARCHITECTURE: ClassVar[tuple[str, ...]] = ("spectral_norm", "projection")
 
     def weights(self) -> dict[str, Any]:
@@ -378,6 +385,14 @@ class CVaeParams(VaeParams):
 class Pix2PixParams(GeneratorParams):
     """Mask-to-image, Isola et al. 2017: adversarial + l1_weight * L1 (100 in the paper)."""
     l1_weight: Weight
+    # Its own working size (null: generative.image_size): the U-Net scores its images and
+    # trains on its synthetic pairs, so drawing them smaller than the U-Net sees caps both.
+    image_size: GenSize | None
+
+    @model_validator(mode="after")
+    def _size(self) -> Pix2PixParams:
+        _check_gen_size("image_size", self.image_size)
+        return self
 
 
 @_section

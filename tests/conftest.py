@@ -72,6 +72,7 @@ TINY = {
     "generative_evaluate": {"kid_subset_size": 4, "k": 2},
     **{kind: {"epochs": 1, "width": 4} for kind in ("gan", "dcgan", "wgan_gp", "vae", "cgan",
                                                     "cvae", "pix2pix", "cyclegan")},
+    "pix2pix": {"epochs": 1, "width": 4, "image_size": 32},  # its own size: resized to score
     "register_generative": {"model_prefix": "test-"},
 }
 

@@ -113,7 +113,7 @@ def test_every_generative_stage_runs_then_caches(tmp_path: Path, run_pipeline) -
     root, first = _cold_run(tmp_path)  # its own: the rerun must find only the cold run's work
     assert _ran(first) == _enabled(root), first["stages"]
     rows = {row["model"]: row for row in first["generative"]}
-    assert set(rows) == {*GENERATIVE_KINDS, "ref: ceiling", "ref: floor"}
+    assert set(rows) == {*GENERATIVE_KINDS, "ref: ceiling", "ref: floor", "ref: real"}
     extractor = json.loads((root / ".segen/stages/train_feature_extractor.json").read_text())
     sha = extractor["info"]["extractor"]["sha256"]
     for kind in GENERATIVE_KINDS:
@@ -127,6 +127,8 @@ def test_every_generative_stage_runs_then_caches(tmp_path: Path, run_pipeline) -
             p.name for p in trained.iterdir()}
     assert 0 <= rows["cgan"]["accuracy"] <= 1 and "accuracy_class_1" in rows["cvae"]
     assert 0 <= rows["pix2pix"]["unet_mean_iou"] <= 1
+    assert rows["ref: real"]["unet_mean_iou"] == rows["pix2pix"]["ref_real_unet_mean_iou"]
+    assert rows["ref: real"]["accuracy"] == rows["cgan"]["ref_real_accuracy"]
     assert rows["vae"]["elbo"] == pytest.approx(-(rows["vae"]["recon"] + rows["vae"]["kl"]))
 
     second = run_pipeline(root)

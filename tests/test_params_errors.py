@@ -129,6 +129,14 @@ def test_generative_image_size_must_suit_the_generators(tmp_path: Path, size: in
     assert f"got {size}" in message
 
 
+@pytest.mark.parametrize("size, expected", [
+    (48, "a power of two >= 16"), (8, "null or an int >= 16")])
+def test_pix2pix_working_size_must_suit_the_generators(tmp_path: Path, size: int,
+                                                       expected: str) -> None:
+    message = _error(tmp_path, lambda r: r["pix2pix"].update(image_size=size))
+    assert f"pix2pix.image_size: expected {expected}" in message and f"got {size}" in message
+
+
 def test_crop_larger_than_the_images_is_rejected(tmp_path: Path) -> None:
     message = _error(tmp_path, lambda r: (r["preprocess"].update(image_size=64),
                                           r["unet"].update(crop_size=128)))

@@ -1,5 +1,6 @@
 """The preprocess stage's arrays as the tensors generative models train and are scored on:
-images in [-1, 1] at generative.image_size, labels, masks and CycleGAN domains."""
+images in [-1, 1] at a generator's working size (working_size), labels, masks and CycleGAN
+domains."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,11 +24,19 @@ from segen.pipeline.store import StageResult
 from segen.serving.images import to_unit_range
 
 
+def working_size(params: GenerativeParams, section: GeneratorParams) -> int:
+    """The square side a generator trains and draws at: its section's image_size where it
+    has one (pix2pix), else generative.image_size."""
+    return getattr(section, "image_size", None) or params.image_size
+
+
 def load_batch(prepared: StageResult, params: GenerativeParams, split: str,
-               domain_values: list[str] | None = None) -> dict[str, torch.Tensor]:
+               domain_values: list[str] | None = None, size: int | None = None
+               ) -> dict[str, torch.Tensor]:
     """One split, whole: "image" (N, C, S, S) in [-1, 1], "label" (N,), "mask" (N, S, S)
-    and, when domain_values is given, "domain" (N,) 0/1."""
-    size = params.image_size
+    and, when domain_values is given, "domain" (N,) 0/1. S: size, else
+    generative.image_size."""
+    size = size or params.image_size
     images, stored_masks = load_arrays(prepared, split)
     masks = torch.from_numpy(stored_masks.astype(np.int64))
     if masks.shape[-2:] != (size, size):  # nearest: class ids stay class ids
@@ -72,7 +81,7 @@ def generator_config(kind: str, conditioning: str | None, prepared: StageResult,
                      domains: list[str] | None) -> dict[str, Any]:
     """What segen.serving.generator needs to rebuild the generator (see its docstring)."""
     meta = dataset_meta(prepared)
-    spec = {"channels": meta["channels"], "image_size": params.image_size,
+    spec = {"channels": meta["channels"], "image_size": working_size(params, section),
             "n_classes": len(meta["classes"]), "latent_dim": params.latent_dim,
             "width": section.width, **section.architecture()}
     return {"kind": kind, "conditioning": conditioning, "spec": spec, "classes": meta["classes"],

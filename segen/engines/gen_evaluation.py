@@ -15,7 +15,6 @@ import torch
 
 from models.gen_metrics import class_accuracy
 from segen.config import GenerativeEvaluateParams, GenerativeParams
-from segen.engines.feature_extractor import to_unit_range
 from segen.engines.gen_data import load_batch
 from segen.engines.gen_references import load_extractor, protocol_record, scores
 from segen.engines.gen_trainer import PER_ROW
@@ -23,7 +22,7 @@ from segen.pipeline.store import StageResult
 from segen.serving.device import pick_device
 from segen.serving.generator import generate_images, load_generator
 from segen.serving.grid import save_grid
-from segen.serving.images import to_uint8
+from segen.serving.images import to_uint8, to_unit_range
 
 GRID = "grid.png"
 
@@ -35,18 +34,22 @@ def evaluate(kind: str, preprocess: StageResult, trained: StageResult,
     device = pick_device()
     nets, config = load_generator(Path(trained.path), device)
     extractor = load_extractor(extractor_result).to(device)
-    test = load_batch(preprocess, generative, "test", config["domains"])
-    real, request = real_images_and_request(config, test, generative.eval_samples)
+    test = load_batch(preprocess, generative, "test", config["domains"],
+                      config["spec"]["image_size"])
+    real, request = real_images_and_request(config, test, generative.eval_samples,
+                                            extractor.image_size)
     images = generate_for_scoring(config, nets, generative.eval_samples, request, protocol.seed)
-    fake = to_unit_range(torch.from_numpy(images), config["spec"]["image_size"])
+    fake = to_unit_range(torch.from_numpy(images), extractor.image_size)
     n = len(fake)
     metrics = scores(real, fake, extractor, protocol)
     refs = extractor_result.info["references"]
     if config["conditioning"] == "label":  # beside what the extractor gets right on real ones
         metrics.update(class_accuracy(extractor, fake, request["labels"]),
                        ref_real_accuracy=refs["test_accuracy"])
-    if config["conditioning"] == "mask":
-        metrics["unet_mean_iou"] = _unet_iou(unet, images, request["masks"], generative)
+    if config["conditioning"] == "mask":  # beside the U-Net on the real images, same size
+        metrics.update(unet_mean_iou=_unet_iou(unet, images, request["masks"], generative),
+                       ref_real_unet_mean_iou=_unet_iou(unet, to_uint8(test["image"]),
+                                                        test["mask"], generative))
     if kind in ("vae", "cvae"):
         metrics.update(_vae_terms(kind, nets, test, generative.batch_size, protocol.seed))
     metrics.update({f"ref_{which}_{k}": v for which in ("ceiling", "floor")
@@ -61,26 +64,31 @@ def evaluate(kind: str, preprocess: StageResult, trained: StageResult,
     return {"metrics": metrics, "protocol": record}
 
 
-def real_images_and_request(config: dict[str, Any], test: dict[str, torch.Tensor], n: int
-                            ) -> tuple[torch.Tensor, dict[str, Any]]:
+def real_images_and_request(config: dict[str, Any], test: dict[str, torch.Tensor], n: int,
+                            real_size: int) -> tuple[torch.Tensor, dict[str, Any]]:
     """The scoring protocol's two halves, shared by this stage and the promotion gate: the
-    real test images (N, C, S, S) in [-1, 1], and the conditioning to request n fakes with.
+    real test images (N, C, R, R) in [-1, 1] at the extractor's real_size, and the
+    conditioning to request n fakes with.
 
-    config: the generator's saved config; test: load_batch(..., "test", ...). The request is
+    config: the generator's saved config; test: load_batch(..., "test", ...) at the
+    generator's size (its spec's image_size, what the request is drawn at). The request is
     the test labels or masks cycled to n (the test split's own mix); CycleGAN: every test
     image and its domain (translated to the other one, so the fakes cover both domains as
     the test split does, with the domain shares swapped); {} for unconditional kinds. Pass
     it to generate_for_scoring.
     """
     cycle = torch.arange(n) % len(test["image"])
+    real = test["image"]
+    if real.shape[-1] != real_size:  # uint8 round trip: exact, as if loaded at real_size
+        real = to_unit_range(to_uint8(real), real_size)
     needs = config["conditioning"]
     if needs == "label":
-        return test["image"], {"labels": test["label"][cycle]}
+        return real, {"labels": test["label"][cycle]}
     if needs == "mask":
-        return test["image"], {"masks": test["mask"][cycle]}
+        return real, {"masks": test["mask"][cycle]}
     if needs == "image":
-        return test["image"], {"images": to_uint8(test["image"]), "domain": test["domain"]}
-    return test["image"], {}
+        return real, {"images": to_uint8(test["image"]), "domain": test["domain"]}
+    return real, {}
 
 
 def generate_for_scoring(config: dict[str, Any], nets: torch.nn.Module, n: int,

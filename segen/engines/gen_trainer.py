@@ -185,8 +185,8 @@ def fit(project: Project, kind: str, preprocess: StageResult, generative: Genera
     """Train, or resume from this key's checkpoint; writes the generator folder into out."""
     conditioning = CONDITIONING[kind]
     domains = domain_values(preprocess, generative) if conditioning == "image" else None
-    data = load_batch(preprocess, generative, "train", domains)
     config = generator_config(kind, conditioning, preprocess, generative, params, domains)
+    data = load_batch(preprocess, generative, "train", domains, config["spec"]["image_size"])
     data = {k: data[k] for k in ("image", *_batch_keys(conditioning))}
     cond = grid_conditioning(conditioning, data, generative.sample_grid,
                              sorted(set(data["label"].tolist())) if "label" in data else [])

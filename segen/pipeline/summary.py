@@ -27,7 +27,8 @@ def summarise(project: Project, params: Params, results: dict[str, StageResult],
 
 
 def generative_rows(results: dict[str, StageResult]) -> list[dict[str, Any]]:
-    """One row per evaluated generator, then the floor and ceiling references."""
+    """One row per evaluated generator, then the references: the floor and ceiling FIDs, and
+    real test images (the extractor's class accuracy; the U-Net's IoU at pix2pix's size)."""
     rows = [{"model": name.removeprefix("evaluate_"), **r.info["metrics"]}
             for name, r in results.items()
             if name.startswith("evaluate_") and "protocol" in r.info]
@@ -35,6 +36,10 @@ def generative_rows(results: dict[str, StageResult]) -> list[dict[str, Any]]:
     if extractor is not None:
         refs = extractor.info["references"]
         rows += [{"model": f"ref: {which}", **refs[which]} for which in ("ceiling", "floor")]
+        real = {"accuracy": refs["test_accuracy"]}
+        real.update({"unet_mean_iou": r["ref_real_unet_mean_iou"] for r in rows
+                     if "ref_real_unet_mean_iou" in r})
+        rows.append({"model": "ref: real", **real})
     return rows
 
 

@@ -42,7 +42,7 @@ def fid_report(project: Project, params: Params, name: str, tags: dict[str, str]
     extractor = load_extractor(extractor_result)  # checks the weights' sha256 too
     real, fakes = None, []
     for version in versions:
-        real, fake = _real_and_fake(name, version, preprocess, params)
+        real, fake = _real_and_fake(name, version, preprocess, params, extractor.image_size)
         fakes.append(_features(extractor, fake))
     real_f = _features(extractor, real)
     settings = params.promote
@@ -103,9 +103,10 @@ def _stored(store: ArtifactStore, stage: str, key: str | None, where: str) -> An
     return result
 
 
-def _real_and_fake(name: str, version: int, preprocess: Any, params: Params) -> tuple[Any, Any]:
+def _real_and_fake(name: str, version: int, preprocess: Any, params: Params, size: int
+                   ) -> tuple[Any, Any]:
     """The test images and the version's samples for the evaluate stage's request, both
-    (N, C, S, S) in [-1, 1]."""
+    (N, C, size, size) in [-1, 1] (size: the extractor's)."""
     import torch
 
     from segen.engines.gen_data import load_batch
@@ -119,11 +120,12 @@ def _real_and_fake(name: str, version: int, preprocess: Any, params: Params) -> 
     model, _ = load_model(f"{name}/{version}")
     inner = model.unwrap_python_model()  # segen.serving.gen_pyfunc.GenerativeModel: nets, config
     config = inner.config
-    test = load_batch(preprocess, params.generative, "test", config["domains"])
-    real, request = real_images_and_request(config, test, params.generative.eval_samples)
+    test = load_batch(preprocess, params.generative, "test", config["domains"],
+                      config["spec"]["image_size"])
+    real, request = real_images_and_request(config, test, params.generative.eval_samples, size)
     images = generate_for_scoring(config, inner.nets, params.generative.eval_samples, request,
                                   params.generative_evaluate.seed)
-    return real, to_unit_range(torch.from_numpy(images), config["spec"]["image_size"])
+    return real, to_unit_range(torch.from_numpy(images), size)
 
 
 def _features(extractor: Any, images: Any) -> Any:
