@@ -60,7 +60,11 @@ def child(mode: str, data: Path, out: Path) -> None:
         from tqdm import tqdm
 
         from segen.data.arrays import dataset_meta
-        from segen.engines.segmentation_data import split_dataset, train_dataset, train_transform
+        from segen.engines.segmentation_data import (
+            split_dataset,
+            train_dataset,
+            train_transform,
+        )
         from segen.engines.unet_trainer import Trainer, segmenter_config
         prepared = SimpleNamespace(path=str(out))
         unet = dataclasses.replace(params.unet, depth=2, base_width=4, epochs=1, batch_size=8,
