@@ -16,7 +16,7 @@ Quality, global mode with params.yaml's kmeans/dbscan sections, on
 - the ISBI 2012 membranes (/work/shared/datasets/isbi2012-membrane: fitted on slices
   0-24, scored on 25-29, as bench/isbi_unet.py; two classes, so n_clusters=2 there, and
   DBSCAN's eps is picked from a few values by mean IoU on slices 0-24),
-scored by tasks.cluster_evaluation.label_map_scores (the evaluate stages' code): ARI per
+scored by segen.engines.label_map_scores (the evaluate stages' code): ARI per
 image (averaged), mean IoU and pixel accuracy after one Hungarian matching for the split,
 silhouette. Baseline: a global grey-level threshold (luminance > t), t tuned for mean IoU
 on the training images, its two sides matched to classes the same way. The U-Net's
@@ -149,7 +149,7 @@ def isbi_dataset() -> dict[str, Any]:
 
 
 def score(pred: Any, data: dict[str, Any], params: Any) -> dict[str, float]:
-    from segen.engines.cluster_evaluation import label_map_scores
+    from segen.engines.label_map_scores import label_map_scores
 
     images, masks = data["test"]
     scores, _, _ = label_map_scores(pred, masks, images, len(data["classes"]),

@@ -318,7 +318,7 @@ def test_valid_sampling_with_every_pixel_valid_draws_what_it_did_before() -> Non
 
 
 def test_label_map_scores_on_non_square_images_with_padding() -> None:
-    from segen.engines.cluster_evaluation import label_map_scores
+    from segen.engines.label_map_scores import label_map_scores
 
     image, mask = _padded_image()  # 8x12: H != W
     config = _kmeans("per_image")

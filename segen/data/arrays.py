@@ -15,7 +15,7 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -141,3 +141,15 @@ def read_rows(prepared: StageResult) -> tuple[NpyRows, NpyRows]:
     """Row readers of the images and masks of a preprocess folder."""
     folder = Path(prepared.path)
     return NpyRows(folder / IMAGES), NpyRows(folder / MASKS)
+
+
+def split_batches(prepared: StageResult, split: str | None, batch_size: int
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(positions in the split, images, masks) of one split, batch_size rows at a time,
+    read through the file (memory holds one batch, whatever the split's size)."""
+    images, masks = read_rows(prepared)
+    _, _, rows = open_split(prepared, split)
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        yield (np.arange(start, start + len(batch)), np.stack([images[r] for r in batch]),
+               np.stack([masks[r] for r in batch]))

@@ -61,11 +61,14 @@ def check_finite_features(kind: str, config: dict[str, Any], preprocess: StageRe
             f"Set a finite, moderate {kind}.position_weight in params.yaml (0: colour only).")
 
 
-def split_valid_pixels(prepared: StageResult, split: str, masks: np.ndarray
-                       ) -> np.ndarray | None:
-    """The (N, H, W) bool valid pixels of one split of a preprocess result, its masks given:
-    masks != IGNORE_INDEX when the data has masks, else the valid (h, w) of sizes.npy."""
+def split_valid_pixels(prepared: StageResult, split: str, masks: np.ndarray,
+                       positions: np.ndarray | None = None) -> np.ndarray | None:
+    """The (N, H, W) bool valid pixels of one split of a preprocess result, its masks given
+    (of the whole split, or of the rows at `positions` in it: one batch): masks !=
+    IGNORE_INDEX when the data has masks, else the valid (h, w) of sizes.npy."""
     if dataset_meta(prepared)["has_masks"]:
         return clustering.valid_pixels(masks.shape, masks=masks)
     # arrays.load_sizes, looked up when called: sizes.npy is written by preprocess.
-    return clustering.valid_pixels(masks.shape, sizes=arrays.load_sizes(prepared, split))
+    sizes = arrays.load_sizes(prepared, split)
+    return clustering.valid_pixels(masks.shape,
+                                   sizes=sizes if positions is None else sizes[positions])

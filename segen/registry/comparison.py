@@ -1,11 +1,12 @@
 """The comparison behind compare_segmenters: the U-Net, the torchvision model, K-means and
 DBSCAN side by side on the same test split (imported only when it runs: torch for the U-Net's predictions).
 
-Every row is scored by the same code (tasks.cluster_evaluation.label_map_scores) on the
-same images: the networks' labels are class ids already, the clusters are named by
-Hungarian matching. Pixels whose mask holds IGNORE_INDEX (an ignored class, padding) are
-out of every score (label_map_scores). seconds_per_image is prediction alone (fitting and training are the
-train stages' business; a per_image segmenter's fits are part of its prediction).
+Every row is scored by the same code (segen.engines.label_map_scores) on the same images,
+streamed a batch at a time: the networks' labels are class ids already, the clusters are
+named by Hungarian matching. Pixels whose mask holds IGNORE_INDEX (an ignored class,
+padding) are out of every score. seconds_per_image is prediction alone (fitting and
+training are the train stages' business; a per_image segmenter's fits are part of its
+prediction).
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from segen.config import ClusterEvaluateParams, EvaluateParams
-from segen.data.arrays import dataset_meta, load_arrays
-from segen.engines.cluster_evaluation import label_map_scores
+from segen.data.arrays import dataset_meta, split_batches
+from segen.engines.label_map_scores import LabelMapScores
 from segen.hashing import hash_json
 from segen.pipeline.graph import CLUSTERING_KINDS, SUPERVISED_KINDS
 from segen.pipeline.store import StageResult
@@ -39,22 +40,26 @@ def supervised_row(preprocess: StageResult, trained: StageResult, evaluate: Eval
     from segen.serving.device import pick_device
     from segen.serving.unet import load_segmenter, predict_canvas
 
-    images, masks = load_arrays(preprocess, "test")
     device = pick_device()
     model, config = load_segmenter(Path(trained.path), device)
+    scorer = LabelMapScores(len(config["classes"]), params, "classes")
 
     def predict(batch: np.ndarray) -> np.ndarray:
         return predict_canvas(model, torch.from_numpy(batch), config, device).cpu().numpy()
 
-    predict(images[:evaluate.batch_size])  # warm-up, out of the timing
-    start = time.perf_counter()
-    pred = np.concatenate([predict(images[i:i + evaluate.batch_size])
-                           for i in range(0, len(images), evaluate.batch_size)])
-    seconds = time.perf_counter() - start
-    scores, _, _ = label_map_scores(pred, masks, images, len(config["classes"]), params,
-                                    "classes")
+    seconds, n_images, warm = 0.0, 0, False
+    for _, images, masks in split_batches(preprocess, "test", evaluate.batch_size):
+        if not warm:
+            predict(images)  # warm-up, out of the timing
+            warm = True
+        start = time.perf_counter()
+        pred = predict(images)
+        seconds += time.perf_counter() - start
+        scorer.add(pred, masks, images)
+        n_images += len(images)
+    scores, _, _ = scorer.result()
     return {**{k: scores[k] for k in COLUMNS if k in scores},
-            "seconds_per_image": seconds / len(images), "matching": "classes",
+            "seconds_per_image": seconds / max(n_images, 1), "matching": "classes",
             "arch": config.get("arch", "unet")}
 
 
