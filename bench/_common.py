@@ -91,9 +91,11 @@ def git(root: Path, *args: str) -> str:
                           text=True).stdout
 
 
-def init_project(root: Path, overrides: dict[str, dict[str, Any]]) -> Path:
-    """A fresh git + DVC project whose params.yaml is the repository's with `overrides`,
-    and a DVC remote beside it (as tests/conftest.py's init_project). Returns params.yaml."""
+def init_project(root: Path, overrides: dict[str, dict[str, Any]],
+                 base_params: Path = REPO / "params.yaml") -> Path:
+    """A fresh git + DVC project whose params.yaml is `base_params` (the repository's, or a
+    profile such as params-long.yaml) with `overrides`, and a DVC remote beside it (as
+    tests/conftest.py's init_project). Returns params.yaml."""
     import yaml
     from dvc.repo import Repo
 
@@ -103,7 +105,7 @@ def init_project(root: Path, overrides: dict[str, dict[str, Any]]) -> Path:
     git(root, "config", "user.name", "segen bench")
     with quiet_stdout():  # "Initialized DVC repository. You can now commit the changes..."
         Repo.init(str(root)).close()
-    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    base = yaml.safe_load(Path(base_params).read_text())
     params = merge(merge(base, {"data": {"remote": str(root.parent / f"{root.name}-remote")}}),
                    overrides)
     path = root / "params.yaml"

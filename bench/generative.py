@@ -136,12 +136,13 @@ def speed_and_memory(devices: list[str]) -> dict[str, Any]:
     return result
 
 
-def pipeline_run(quick: bool, dataset: str) -> dict[str, Any]:
-    """A cold `segen run` (synthetic pairs on for the shapes data; the digits have no masks,
-    so their mask stages skip); every stage's result, from its pointer."""
+def pipeline_run(quick: bool, dataset: str, profile: Path, settings: list[str]
+                 ) -> dict[str, Any]:
+    """A cold `segen run` of the profile (synthetic pairs on for the shapes data; the digits
+    have no masks, so their mask stages skip); every stage's result, from its pointer."""
     root = fresh_dir("segen-bench-gen-") / "proj"
     overrides = merge(QUICK if quick else {}, {"synthetic": {"enabled": dataset == "shapes"}})
-    init_project(root, overrides)
+    init_project(root, merge(overrides, overrides_from(settings)), profile)
     if dataset == "digits":
         subprocess.run([*segen_exe(), "data", "builtin", "digits"], cwd=root, check=True,
                        capture_output=True)
@@ -278,6 +279,10 @@ def report(result: dict[str, Any]) -> str:
             f"{k} {v:.4g}" for k, v in r.items() if isinstance(v, float)) or r.get("status", "")))
     for name, value in q.get("references", {}).items():
         rows.append((f"reference {name}", f"{value:.4g}"))
+    if result.get("train_seconds"):
+        rows.append(("train seconds", ", ".join(f"{k} {v:.0f}" for k, v in
+                                                result["train_seconds"].items())
+                     + f"; all generators {result['generators_train_seconds']:.0f} s"))
     s = result.get("synthetic")
     if s and "mean_iou_with" in s:
         rows.append(("U-Net test mean IoU", f"without {s['mean_iou_without']:.4f}, with "
@@ -302,7 +307,9 @@ def main() -> int:
                    help="shapes: the default dataset; digits: `segen data builtin digits`")
     p.add_argument("--unet-epochs", type=int, help="override unet.epochs (both U-Nets)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a params.yaml value (with --synthetic-only)")
+                   help="override a params.yaml value")
+    p.add_argument("--profile", type=Path, default=REPO / "params.yaml",
+                   help="the params file the run starts from (e.g. params-long.yaml)")
     p.add_argument("--child-chain", help=argparse.SUPPRESS)
     p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     p.add_argument("--child-baseline", action="store_true", help=argparse.SUPPRESS)
@@ -330,9 +337,12 @@ def main() -> int:
                               "speed": {} if args.skip_speed else speed_and_memory(devices)}
     if not args.skip_run:
         run = (synthetic_chain(args.quick, args.unet_epochs, args.set) if args.synthetic_only
-               else pipeline_run(args.quick, args.dataset))
+               else pipeline_run(args.quick, args.dataset, args.profile, args.set))
         result["overrides"] = run.get("overrides")
-        result.update(run_seconds=run["seconds"], quality=quality(run),
+        seconds = {s["name"]: s.get("seconds") for s in run["summary"]["stages"]}
+        trained = {k: seconds.get(f"train_{k}") for k in KINDS if seconds.get(f"train_{k}")}
+        result.update(train_seconds=trained, generators_train_seconds=sum(trained.values()),
+                      run_seconds=run["seconds"], quality=quality(run),
                       synthetic=synthetic_effect(run),
                       stages={s["name"]: s["status"] for s in run["summary"]["stages"]})
     if warning:

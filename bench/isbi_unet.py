@@ -6,7 +6,7 @@ membrane, 255 = cell interior; see its README).
 Split (fixed, not the pipeline's random one): slices 0-24 are imported with
 `segen data import-pairs <images> <labels> --classes membrane cell` into a fresh git + DVC
 project under /tmp, so slices 25-29 never reach the project and cannot be trained on. The
-pipeline then runs unchanged (`segen run --json --params P`); its own preprocess split of
+pipeline then runs its U-Net chain (`segen run --json --stages register_unet --params P`); its own preprocess split of
 the 25 imported slices keeps 1 slice for validation and 1 for its test (the least it
 allows), so the U-Net trains on 23 slices. Its evaluate_unet figures (on that one slice)
 are shown for reference only.
@@ -34,7 +34,7 @@ epochs in 12 minutes. With other processes on the CPUs it picks fewer epochs. --
 fixes them instead (reproducible scores); 30 epochs already gave mean Dice 0.866 in
 testing. The whole run adds 1-2 minutes of import, preprocess, evaluation, registration.
 
-Target: mean Dice >= 0.85; published U-Net reference 0.891 (NVIDIA, 5-fold CV on the 30
+Target: mean Dice >= 0.89; published U-Net reference 0.891 (NVIDIA, 5-fold CV on the 30
 slices); a tuned global threshold reaches about 0.71 (dataset README).
 
 Usage:  .venv/bin/python bench/isbi_unet.py [--train-minutes 12 | --epochs N]
@@ -69,7 +69,7 @@ from _common import (  # noqa: E402
 
 DATASET = Path("/work/shared/datasets/isbi2012-membrane")
 CLASSES = ["membrane", "cell"]  # label 0 = membrane, 255 = cell interior
-TARGET_MEAN_DICE = 0.85
+TARGET_MEAN_DICE = 0.89  # issue 10: the published U-Net figure, within 30 CPU minutes
 PUBLISHED_DICE = 0.891
 THRESHOLD_MEAN_DICE = 0.71
 
@@ -249,8 +249,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"segen run: {args.epochs} epochs, image {args.image_size}, crop "
           f"{args.crop_size or 'none'}, batch {args.batch_size}, width {args.base_width}, "
           f"depth {args.depth}, lr {args.lr}", flush=True)
-    run_s, proc = timed_run([*cli, "run", "--json", "--params", str(params)], cwd=root, env=env,
-                            timeout=3 * 3600)
+    # Only the U-Net's chain: the other models' stages would share the CPUs with it.
+    run_s, proc = timed_run([*cli, "run", "--json", "--stages", "register_unet", "--params",
+                             str(params)], cwd=root, env=env, timeout=3 * 3600)
     summary = last_json(proc.stdout)
     keys = {s["name"]: s["key"] for s in summary["stages"]}
     train_dir = root / ".segen" / "store" / "train_unet" / keys["train_unet"]
