@@ -54,7 +54,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    REPO,
     bench_environment,
     busy_warning,
     fresh_dir,
@@ -226,9 +225,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     warning = busy_warning()
     load_before = list(os.getloadavg())
-    if not (REPO / "segen" / "importers.py").is_file():
-        raise SystemExit("segen/importers.py is missing: `segen data import-pairs` cannot run "
-                         "yet, so this benchmark cannot import the ISBI slices")
     probe: dict[str, float] = {}
     if args.epochs is None:
         args.epochs, probe = probe_epochs(args, n_train=len(args.train) - 2)
