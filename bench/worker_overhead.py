@@ -8,6 +8,10 @@ server, MLflow server and DVC remote in the bucket; only where the flow runs dif
   cold worker       `segen run` with SEGEN_WORK_POOL: deployed to the pool, run by its worker.
   cached X          the same command again, nothing changed (all hits, checked), --repeats
                     times alternated between the two; medians.
+  fresh clone       a git clone of the worker's project in another folder, run through the
+                    worker: data/ pulled by DVC, every stage a hit from the shared store.
+Each project has its own prefix of the shared store (SEGEN_STORE_URL), so that neither
+project's cold run hits the other's stages.
 Wall seconds of the CLI subprocess, ratios worker / in-process, and for the worker's runs
 where the time goes, from the flow run's state history: waiting for the worker to poll
 (Scheduled), the worker starting the flow's process (Pending), the flow itself (Running),
@@ -24,6 +28,7 @@ import argparse
 import os
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -103,11 +108,15 @@ def phases(run_id: UUID, total: float) -> dict[str, float]:
 
 
 def measure(work: Path, team: dict[str, str], repeats: int) -> dict[str, Any]:
-    env = {**os.environ, **team}
+    # Each project its own prefix of the shared store: one bucket-wide cache would make the
+    # second project's cold run a hit on the first's data and U-Net stages.
+    store = team["SEGEN_STORE_URL"]
+    env = {**os.environ, **team, "SEGEN_STORE_URL": f"{store}/in-process"}
+    env_w = {**env, "SEGEN_STORE_URL": f"{store}/worker"}
     local = init_project(work / "in-process", {**TINY, "register": {"model_name": "bench-a"}})
     pooled = init_project(work / "worker", {**TINY, "register": {"model_name": "bench-b"}})
     cold_local, summary, _ = run(local.parent, env, "--in-process")
-    cold_worker, summary_w, run_id = run(pooled.parent, env)
+    cold_worker, summary_w, run_id = run(pooled.parent, env_w)
     assert statuses(summary) == statuses(summary_w) == {"ran"}, (summary, summary_w)
     cold_phases = phases(run_id, cold_worker)
     cached: dict[str, list[float]] = {"in_process": [], "worker": []}
@@ -116,13 +125,26 @@ def measure(work: Path, team: dict[str, str], repeats: int) -> dict[str, Any]:
         seconds, summary, _ = run(local.parent, env, "--in-process")
         assert statuses(summary) == {"cached"}, summary
         cached["in_process"].append(seconds)
-        seconds, summary, run_id = run(pooled.parent, env)
+        seconds, summary, run_id = run(pooled.parent, env_w)
         assert statuses(summary) == {"cached"}, summary
         cached["worker"].append(seconds)
         cached_phases.append(phases(run_id, seconds))
+    clone_s = clone_run(pooled.parent, work / "elsewhere" / "clone", env_w)
     return {"cold_s": {"in_process": round(cold_local, 2), "worker": round(cold_worker, 2)},
+            "clone_cached_worker_s": round(clone_s, 2),
             "cached_s": {k: [round(v, 2) for v in vs] for k, vs in cached.items()},
             "worker_phases_cold_s": cold_phases, "worker_phases_cached_s": cached_phases}
+
+
+def clone_run(project: Path, clone: Path, env: dict[str, str]) -> float:
+    """Seconds of the first run, through the worker, of a fresh clone in another folder: its
+    data pulled from the DVC remote, every stage a hit fetched from the shared store."""
+    subprocess.run(["git", "-C", str(project), "add", "data.dvc", ".gitignore"], check=True)
+    subprocess.run(["git", "-C", str(project), "commit", "-qm", "data"], check=True)
+    subprocess.run(["git", "clone", "-q", str(project), str(clone)], check=True)
+    seconds, summary, _ = run(clone, env)
+    assert statuses(summary) == {"cached"} and summary["data_source"] == "pulled", summary
+    return seconds
 
 
 def summarise(m: dict[str, Any]) -> dict[str, Any]:
@@ -163,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         ("cached in-process", f"{s['cached_median_s']['in_process']:.1f} s (median)"),
         ("cached worker", f"{s['cached_median_s']['worker']:.1f} s  "
                           f"(x{s['cached_ratio_worker_over_in_process']})"),
+        ("cached worker, fresh clone", f"{m['clone_cached_worker_s']:.1f} s  (data pulled, "
+                                       "every hit fetched from the bucket)"),
         ("worker phases, cold", str(m["worker_phases_cold_s"])),
     ], "segen run through the team worker vs in-process"))
     print(f"wrote {path}" + (f"\n{warning}" if warning else ""))

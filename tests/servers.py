@@ -23,7 +23,7 @@ from segen.env import TELEMETRY_OFF
 from segen.team.processes import free_port, stop_group, wait_healthy
 
 BIN = Path(sys.executable).parent
-__all__ = ["free_port", "mlflow_server", "prefect_server", "wait_healthy"]
+__all__ = ["free_port", "mlflow_server", "prefect_server", "s3_server", "wait_healthy"]
 
 
 @contextmanager
@@ -73,3 +73,20 @@ def prefect_server(root: Path, port: int | None = None, timeout: float = 300) ->
     api = f"http://127.0.0.1:{port}/api"
     with _serving(cmd, env, f"{api}/health", root / "server.log", timeout):
         yield api
+
+
+@contextmanager
+def s3_server(root: Path, bucket: str = "segen", timeout: float = 120
+              ) -> Iterator[dict[str, str]]:
+    """moto's S3 server with one bucket; yields the client variables a team.env sets for
+    it (AWS_ENDPOINT_URL, the keys, the region)."""
+    from segen.team.services import REGION, create_bucket, moto
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "segen-test",
+           "AWS_SECRET_ACCESS_KEY": "segen-test-secret", "AWS_DEFAULT_REGION": REGION}
+    with _serving(moto("127.0.0.1", port), {**os.environ, **TELEMETRY_OFF},
+                  f"{endpoint}/moto-api/", root / "moto.log", timeout):
+        create_bucket(endpoint, env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], bucket)
+        yield env

@@ -1,7 +1,8 @@
 """`segen run` through the team stack's worker, for real (issue 11, item 2): the pipeline is
 deployed to the stack's process work pool and run by its worker, COMPLETED in Prefect, its
 model registered in the stack's MLflow, its data version pushed to the bucket; the second
-run is all cache hits; a pool nobody serves fails fast, naming the pool and the fix. One
+run is all cache hits, and so is a run from a second clone in another folder (through the
+bucket's shared store); a pool nobody serves fails fast, naming the pool and the fix. One
 stack for the module (`segen team up`), stopped at the end.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-from conftest import UNET, init_project, segen_cli, statuses
+from conftest import UNET, git, init_project, segen_cli, statuses
 
 from segen.team.processes import start_group, stop_group
 from segen.team.stack import read_env
@@ -96,6 +97,22 @@ def test_pipeline_runs_through_the_worker_then_all_hits(team, tmp_path):
     modes = [json.loads(line)["mode"] for line in
              (project / ".segen/runs.jsonl").read_text().splitlines()]
     assert modes == ["worker", "worker"]
+    _assert_a_second_clone_hits_through_the_bucket(project, team, summary, tmp_path)
+
+
+def _assert_a_second_clone_hits_through_the_bucket(project: Path, team: dict[str, str],
+                                                   summary: dict, tmp_path: Path) -> None:
+    """A clone in another folder (its data pulled from the bucket by DVC, its store empty)
+    gets every stage as a Cached task: the artifacts and Prefect's records come from
+    $SEGEN_STORE_URL, and the artifact files land in the clone's own store."""
+    git(project, "add", "data.dvc", ".gitignore"), git(project, "commit", "-qm", "data")
+    clone = tmp_path / "another" / "clone"
+    subprocess.run(["git", "clone", "-q", str(project), str(clone)], check=True)
+    shared, _, _ = _run(clone, team)
+    assert set(statuses(shared).values()) == {"cached"}, statuses(shared)
+    assert shared["data_source"] == "pulled" and shared["models"] == summary["models"]
+    trained = next(s for s in shared["stages"] if s["name"] == "train_unet")
+    assert any((clone / ".segen/store/train_unet" / trained["key"]).iterdir())
 
 
 def _assert_registered(team: dict[str, str], summary: dict) -> None:

@@ -133,9 +133,16 @@ def run_on_pool(target: FlowOnPool, project: Project, parameters: dict[str, Any]
 
 
 def _result_env(results: Path) -> dict[str, str]:
-    """The flow run persists its result where this process reads it back."""
-    return {"PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
-            "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(results)}
+    """The flow run persists its result where this process reads it back, and shares the
+    cache this process would (its $SEGEN_STORE_URL: a bucket name, no secret; the keys are
+    the worker's own)."""
+    from segen.pipeline.shared_store import URL_VARIABLE
+
+    env = {"PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+           "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(results)}
+    if os.environ.get(URL_VARIABLE):
+        env[URL_VARIABLE] = os.environ[URL_VARIABLE]
+    return env
 
 
 def _wait(client: Any, run_id: Any, pool: str) -> Any:

@@ -7,10 +7,15 @@ policy drops that record and the stage recomputes. So does a record Prefect coul
 project), with a warning: the stage is then answered from the store. Whatever Prefect hands
 back, the result is read again from this project's store, so a record made in another
 folder never points outside it.
+
+With $SEGEN_STORE_URL the records and results live in the shared bucket instead
+(segen.pipeline.shared_store), so a stage cached by one clone or worker is a Cached task in
+every other.
 """
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +25,8 @@ from prefect.cache_policies import CachePolicy
 from prefect.filesystems import LocalFileSystem
 from prefect.results import ResultStore
 
+from segen.hashing import hash_json
+from segen.pipeline.shared_store import shared_store
 from segen.pipeline.store import ArtifactStore, StageResult
 from segen.project import Project
 
@@ -37,6 +44,25 @@ def _results(project: Project) -> Path:
     return project.prefect_cache / "results"
 
 
+def _storages(project: Project) -> tuple[Any, Any]:
+    """(records, results): Prefect filesystem blocks on the shared bucket, or the folders of
+    this project's .segen/prefect-cache."""
+    shared = shared_store()
+    if shared is not None:
+        return shared.prefect_storage("records"), shared.prefect_storage("results")
+    return (LocalFileSystem(basepath=str(_records(project))),
+            LocalFileSystem(basepath=str(_results(project))))
+
+
+def _drop_record(project: Project, key: str) -> None:
+    shared = shared_store()
+    if shared is not None:
+        shared.remove_record(key)
+    else:
+        (_records(project) / key).unlink(missing_ok=True)
+        (_results(project) / key).unlink(missing_ok=True)
+
+
 @dataclass
 class StagePolicy(CachePolicy):
     """Prefect cache policy: the content key, or None when the stored artifact is gone."""
@@ -49,7 +75,7 @@ class StagePolicy(CachePolicy):
         if self.stage.load_valid(project, key) is None:
             # Prefect would serve its record as a hit: drop it so the stage recomputes
             # and records its new result under the same key.
-            (_records(project) / key).unlink(missing_ok=True)
+            _drop_record(project, key)
         else:
             _drop_unreadable_record(project, key)
         return key
@@ -59,20 +85,19 @@ def _drop_unreadable_record(project: Project, key: str) -> None:
     """Prefect fails the task when the record of a hit cannot be read (it only checks that
     the record's metadata parses before it reads the result): read it the way Prefect
     will, and drop it if that fails, so the stage is answered from the store instead."""
-    record = _records(project) / key
-    if not record.is_file():
+    shared = shared_store()
+    where = f"{shared.url}/prefect/records/{key}" if shared else str(_records(project) / key)
+    if not (shared.has_record(key) if shared else (_records(project) / key).is_file()):
         return
-    store = ResultStore(result_storage=LocalFileSystem(basepath=str(_results(project))),
-                        metadata_storage=LocalFileSystem(basepath=str(_records(project))),
+    records, results = _storages(project)
+    store = ResultStore(result_storage=results, metadata_storage=records,
                         cache_result_in_memory=False)
     try:
         store.read(key)
     except Exception as err:  # whatever reading it raises, Prefect would raise it too
         log.warning("Prefect cache record %s cannot be read (%s: %s): dropped; the stage "
-                    "is answered from the store", record, type(err).__name__,
-                    str(err)[:200])
-        record.unlink(missing_ok=True)
-        (_results(project) / key).unlink(missing_ok=True)
+                    "is answered from the store", where, type(err).__name__, str(err)[:200])
+        _drop_record(project, key)
 
 
 def prefect_task(stage: "Stage") -> Task:
@@ -81,15 +106,36 @@ def prefect_task(stage: "Stage") -> Task:
 
 
 def configured(stage: "Stage", project: Project) -> Task:
-    """The stage's task with its cache in this project."""
+    """The stage's task with its cache in this project (or the shared store)."""
+    records, results = _storages(project)
     return stage.task.with_options(
-        cache_policy=StagePolicy(stage=stage, key_storage=_records(project)),
-        result_storage=_results(project))  # apart from the records: both are named by key
+        cache_policy=StagePolicy(stage=stage, key_storage=records),
+        result_storage=_task_storage(results))  # apart from the records: both named by key
+
+
+def _task_storage(results: Any) -> Any:
+    """What a task takes as its result storage: a folder as a Path; any other filesystem
+    only as a block saved on the Prefect server (Task refuses an unsaved one), so the
+    shared one is saved there once per server and process, under a name derived from it."""
+    if isinstance(results, LocalFileSystem):
+        return Path(results.basepath)
+    return _saved_block(os.environ.get("PREFECT_API_URL", ""), results)
+
+
+def _saved_block(api_url: str, block: Any) -> str:
+    name = "segen-results-" + hash_json(block.model_dump(mode="json"))[:16]
+    if (api_url, name) not in _SAVED:
+        block.save(name, overwrite=True)
+        _SAVED.add((api_url, name))
+    return f"{block.get_block_type_slug()}/{name}"
+
+
+_SAVED: set[tuple[str, str]] = set()  # (Prefect API, block name) saved by this process
 
 
 def local_result(project: Project, result: StageResult) -> StageResult:
     """The result as this project's store holds it (its folder here, not where it was made)."""
-    return ArtifactStore(project.store).load(result.stage, result.key) or result
+    return ArtifactStore.of(project).load(result.stage, result.key) or result
 
 
 def status_of(state: Any) -> str:

@@ -80,7 +80,7 @@ class Stage:
 
     def load_valid(self, project: Project, key: str) -> StageResult | None:
         """The stored result for key if it is complete and still holds, else None."""
-        result = ArtifactStore(project.store).load(self.name, key)
+        result = ArtifactStore.of(project).load(self.name, key)
         if result is None or (self.still_valid is not None
                               and not self.still_valid(project, result)):
             return None
@@ -97,7 +97,7 @@ class Stage:
             existing = self.load_valid(project, key)
             if existing is not None:  # e.g. Prefect's record was cleared, the artifact is here
                 return existing
-            store = ArtifactStore(project.store)
+            store = ArtifactStore.of(project)
             store.discard(self.name, key)  # a stored result that no longer holds: make way
             with store.staging(self.name) as staged, budget.gpu_slot(self.uses_torch):
                 output = self.body(**inputs, out=staged, key=key)

@@ -6,6 +6,10 @@ key's folder either holds a complete artifact (with _meta.json) or does not exis
 Stored records name no absolute path: a result's folder is always <store>/<stage>/<key> of
 the store that reads it, so a project moved, copied or cloned with its .segen/ finds its own
 artifacts and no one else's.
+
+With $SEGEN_STORE_URL (team mode, segen.pipeline.shared_store) the local store is a working
+copy of a shared one: what is published here is sent to the bucket, and a key missing here
+but complete there is fetched and published here, so every clone and worker shares hits.
 """
 from __future__ import annotations
 
@@ -17,12 +21,15 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from segen.disk import replace_atomic, writing
 from segen.faults import failpoint
 from segen.hashing import hash_tree
 from segen.project import Project
+
+if TYPE_CHECKING:
+    from segen.pipeline.shared_store import SharedStore
 
 log = logging.getLogger("segen.store")
 META = "_meta.json"
@@ -49,14 +56,52 @@ class StageResult:
 
 
 class ArtifactStore:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, shared: "SharedStore | None" = None):
         self.root = root
+        self.shared = shared
+
+    @classmethod
+    def of(cls, project: Project) -> "ArtifactStore":
+        """The project's store, backed by the shared one when $SEGEN_STORE_URL names it."""
+        from segen.pipeline.shared_store import shared_store
+
+        return cls(project.store, shared_store())
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
 
     def load(self, stage: str, key: str) -> StageResult | None:
-        """The published result for key, or None if absent or broken.
+        """The published result for key, or None if absent (here and in the shared store)
+        or broken. A local result the shared store lacks (made before the project joined a
+        team) is sent to it."""
+        result = self._load_here(stage, key)
+        if self.shared is None:
+            return result
+        if result is not None:
+            self._share(stage, key)
+            return result
+        return self._fetch(stage, key)
+
+    def _share(self, stage: str, key: str) -> None:
+        marker = (self.shared.url, stage, key)
+        if marker not in _SHARED:  # one look at the bucket per key and process
+            self.shared.upload(stage, key, self.path(stage, key))
+            _SHARED.add(marker)
+
+    def _fetch(self, stage: str, key: str) -> StageResult | None:
+        """Download the shared key folder and publish it here by a rename."""
+        with self.staging(stage) as staged:
+            if not self.shared.fetch(stage, key, staged):
+                return None
+            try:
+                os.rename(staged, self.path(stage, key))
+            except OSError:  # fetched or published here meanwhile: keep that one
+                pass
+        _SHARED.add((self.shared.url, stage, key))
+        return self._load_here(stage, key)
+
+    def _load_here(self, stage: str, key: str) -> StageResult | None:
+        """The result in the local store, or None if absent or broken.
 
         Publishing renames a folder that already holds _meta.json, so a key folder without a
         readable one was damaged afterwards (a crashed disk, a hand edit): it is a miss, and
@@ -95,7 +140,11 @@ class ArtifactStore:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def discard(self, stage: str, key: str) -> None:
-        """Remove a published key (renamed aside first, so readers never see it half gone)."""
+        """Remove a published key (renamed aside first, so readers never see it half gone),
+        here and in the shared store."""
+        if self.shared is not None:
+            self.shared.discard(stage, key)
+            _SHARED.discard((self.shared.url, stage, key))
         final = self.path(stage, key)
         if final.exists():
             doomed = final.with_name(f".discarded-{key}-{uuid.uuid4().hex}")
@@ -113,11 +162,18 @@ class ArtifactStore:
         try:
             os.rename(staged, final)
         except OSError:  # already published (a concurrent or earlier run): keep that one
-            existing = self.load(stage, key)
+            existing = self._load_here(stage, key)
             if existing is not None:
+                if self.shared is not None:
+                    self._share(stage, key)
                 return existing
             os.rename(staged, final)  # what was there was broken, and load set it aside
+        if self.shared is not None:
+            self._share(stage, key)
         return result
+
+
+_SHARED: set[tuple[str, str, str]] = set()  # (store url, stage, key) known to be shared
 
 
 def write_atomic(path: Path, text: str) -> None:

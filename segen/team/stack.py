@@ -178,7 +178,8 @@ def down(folder: Path) -> list[str]:
 
 
 def client_env(state: dict, keys: dict[str, str]) -> dict[str, str]:
-    """The variables that point segen (Prefect, MLflow, DVC, the promotion lock) at it."""
+    """The variables that point segen (Prefect, MLflow, DVC, the shared artifact store, the
+    promotion lock) at it."""
     host, ports = state["host"], {n: s["port"] for n, s in state["services"].items()}
     endpoint = f"http://{host}:{ports['s3']}"
     lock_db = state["databases"]["mlflow"]  # the registry's own database
@@ -189,6 +190,7 @@ def client_env(state: dict, keys: dict[str, str]) -> dict[str, str]:
         "MLFLOW_S3_ENDPOINT_URL": endpoint,
         "SEGEN_DVC_REMOTE_URL": f"s3://{state['bucket']}/dvc",
         "SEGEN_DVC_ENDPOINT_URL": endpoint,
+        "SEGEN_STORE_URL": f"s3://{state['bucket']}/store",  # shared cache hits
         "SEGEN_WORK_POOL": state["pool"],
         "SEGEN_LOCK_DATABASE_URL": postgres.url(host, ports["postgres"], keys["pg_password"],
                                                 lock_db),

@@ -85,7 +85,7 @@ def load_test_data(project: Project, version_tags: dict[str, str], where: str) -
         raise ValueError(f"{where} has no lineage tags ({PREPROCESS_TAG}, {DATA_VERSION_TAG}): "
                          "it was not registered by segen, so there is no test split to gate "
                          "it on. Use --force --reason to promote it anyway.")
-    prepared = ArtifactStore(project.store).load("preprocess", key)
+    prepared = ArtifactStore.of(project).load("preprocess", key)
     if prepared is None:
         raise FileNotFoundError(
             f"{where} was trained on data version {data_version}, whose preprocessed test "

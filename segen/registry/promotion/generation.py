@@ -32,7 +32,7 @@ def fid_report(project: Project, params: Params, name: str, tags: dict[str, str]
     from segen.engines.gen_references import load_extractor
 
     where = f"{name} v{versions[0]}"
-    store = ArtifactStore(project.store)
+    store = ArtifactStore.of(project)
     preprocess = _stored(store, "preprocess", tags.get(PREPROCESS_TAG), where)
     extractor_result = _stored(store, "train_feature_extractor", tags.get(EXTRACTOR_KEY_TAG),
                                where)
