@@ -2,7 +2,8 @@
 deployed to the stack's process work pool and run by its worker, COMPLETED in Prefect, its
 model registered in the stack's MLflow, its data version pushed to the bucket; the second
 run is all cache hits, and so is a run from a second clone in another folder (through the
-bucket's shared store); a pool nobody serves fails fast, naming the pool and the fix. One
+bucket's shared store); `segen retrain` runs there too, and `segen schedule` deploys the
+retraining flow to the pool with its schedule, whose runs the worker takes; a pool nobody serves fails fast, naming the pool and the fix. One
 stack for the module (`segen team up`), stopped at the end.
 """
 from __future__ import annotations
@@ -113,6 +114,64 @@ def _assert_a_second_clone_hits_through_the_bucket(project: Path, team: dict[str
     assert shared["data_source"] == "pulled" and shared["models"] == summary["models"]
     trained = next(s for s in shared["stages"] if s["name"] == "train_unet")
     assert any((clone / ".segen/store/train_unet" / trained["key"]).iterdir())
+
+
+def test_retrain_and_a_schedule_run_through_the_worker(team, tmp_path):
+    """`segen retrain` runs the retraining flow on the pool's worker (it trains, registers
+    and gates); `segen schedule` deploys it to the pool with its schedule and returns at
+    once, and the worker runs the scheduled runs (nothing changed: the run ends at once)."""
+    project = init_project(tmp_path / "proj")
+    done = segen_cli("retrain", *TARGETS, "--json", cwd=project, env=team)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert "train_unet" in report["stages_ran"]
+    assert [p["decision"] for p in report["promotions"]] == ["already_champion"]
+    run, deployment, _ = _flow_run(team, UUID(SUBMITTED.search(done.stderr).group(1)))
+    assert run.state.is_completed() and deployment.name == "segen-retrain"
+
+    start = time.monotonic()
+    scheduled = segen_cli("schedule", "--interval", "5", *TARGETS, "--json", "--name",
+                          "every-5s", cwd=project, env=team)
+    assert scheduled.returncode == 0, scheduled.stderr[-3000:]
+    info = json.loads(scheduled.stdout.splitlines()[-1])
+    assert (info["pool"], info["deployment"]) == (team["SEGEN_WORK_POOL"],
+                                                  "segen-retrain/every-5s")
+    assert time.monotonic() - start < 120  # deployed, not served: the command has ended
+    try:
+        run = _first_final_run(team, UUID(info["deployment_id"]))
+        assert run.state.is_completed(), run.state.message
+        again = json.loads((project / ".segen/retrain/runs" / f"{run.id}.json").read_text())
+        assert not again["data_changed"] and again["stages_ran"] == []
+    finally:
+        _delete_deployment(team, UUID(info["deployment_id"]))
+
+
+def _first_final_run(team: dict[str, str], deployment_id: UUID, timeout: float = 420):
+    """The first scheduled run of the deployment that reaches a final state."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    deadline = time.monotonic() + timeout
+    with temporary_settings({PREFECT_API_URL: team["PREFECT_API_URL"]}), \
+            get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(deployment_filter=DeploymentFilter(
+                id=DeploymentFilterId(any_=[deployment_id])))
+            final = [r for r in runs if r.state is not None and r.state.is_final()]
+            if final:
+                return final[0]
+            time.sleep(1)
+    raise TimeoutError(f"no scheduled run of {deployment_id} ended within {timeout:.0f} s")
+
+
+def _delete_deployment(team: dict[str, str], deployment_id: UUID) -> None:
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: team["PREFECT_API_URL"]}), \
+            get_client(sync_client=True) as client:
+        client.delete_deployment(deployment_id)
 
 
 def _assert_registered(team: dict[str, str], summary: dict) -> None:

@@ -164,13 +164,20 @@ def on_worker(args: argparse.Namespace, entrypoint: str, flow_name: str,
               parameters: dict[str, Any]) -> Any:
     """Deploy a flow of this checkout to args.worker_pool, run it there and return its
     result (a failed run raises its own error here)."""
-    import flows
-    from segen.pipeline.deployment import FlowOnPool, run_on_pool
+    from segen.pipeline.deployment import run_on_pool
 
-    target = FlowOnPool(code_root=Path(flows.__file__).resolve().parent.parent,
-                        entrypoint=entrypoint, flow_name=flow_name, deployment=flow_name,
-                        pool=args.worker_pool)
+    target = flow_on_pool(entrypoint, flow_name, flow_name, args.worker_pool)
     return run_on_pool(target, args.project, parameters)[1]
+
+
+def flow_on_pool(entrypoint: str, flow_name: str, deployment: str, pool: str) -> Any:
+    """A flow of this checkout (flows/), as deployed to a work pool."""
+    import flows
+    from segen.pipeline.deployment import FlowOnPool
+
+    return FlowOnPool(code_root=Path(flows.__file__).resolve().parent.parent,
+                      entrypoint=entrypoint, flow_name=flow_name, deployment=deployment,
+                      pool=pool)
 
 
 def params_path(args: argparse.Namespace) -> str:

@@ -23,14 +23,18 @@ def add_commands(sub: Any, data: Any) -> None:
     """Add this group's commands to the top-level (sub) and `segen data` (data) parsers."""
     from segen.cli.main import command, params_and_json, pool_options, stages_option
 
-    schedule = command(sub, "schedule", "serve the retraining flow on a schedule from a "
-                       "Prefect server (runs until stopped with Ctrl-C)", _schedule)
+    schedule = command(sub, "schedule", "run the retraining flow on a schedule: deployed to "
+                       "a work pool, or served from this process until Ctrl-C", _schedule)
     schedule.epilog = (
-        "Uses the Prefect server at PREFECT_API_URL, else starts a local one on 127.0.0.1 "
-        "(state in .segen/prefect-server/, recorded in .segen/prefect-server.json) that keeps "
-        "running after this command ends: stop it with `segen schedule --stop-server`. Each "
-        "run versions the data; with data, code and params unchanged it ends at once, "
-        "otherwise it retrains, evaluates and gates every new model version.")
+        "With a work pool (--pool, or SEGEN_WORK_POOL with PREFECT_API_URL: team mode) the "
+        "retraining flow is deployed to it with the schedule and this command ends: the "
+        "server creates the runs and the pool's workers run them, one at a time. Otherwise "
+        "it serves the flow from this process until Ctrl-C, on the Prefect server at "
+        "PREFECT_API_URL, else on a local one it starts on 127.0.0.1 (state in "
+        ".segen/prefect-server/, recorded in .segen/prefect-server.json) that keeps running "
+        "after this command ends: stop it with `segen schedule --stop-server`. Each run "
+        "versions the data; with data, code and params unchanged it ends at once, otherwise "
+        "it retrains, evaluates and gates every new model version.")
     when = schedule.add_mutually_exclusive_group(required=True)
     when.add_argument("--cron", metavar="EXPR", help='cron expression, e.g. "0 3 * * *"')
     when.add_argument("--interval", type=float, metavar="SECONDS", help="seconds between runs")
@@ -38,6 +42,7 @@ def add_commands(sub: Any, data: Any) -> None:
                       help="stop the local Prefect server that segen started, and exit")
     schedule.add_argument("--name", default=DEPLOYMENT, help="deployment name")
     stages_option(schedule)
+    pool_options(schedule)
     params_and_json(schedule)
 
     retrain = command(sub, "retrain", "run the retraining flow once: pipeline, then the "
@@ -144,6 +149,9 @@ def _schedule(args: argparse.Namespace) -> int:
     info: dict[str, Any] = {"deployment": f"segen-retrain/{args.name}", "cron": args.cron,
                             "interval": args.interval, "stages": args.stages,
                             "started_server": False}
+    from segen.pipeline.deployment import worker_pool
+
+    info["pool"] = worker_pool(args.pool, args.in_process)  # a pool needs PREFECT_API_URL
     api = os.environ.get("PREFECT_API_URL")
     if api:
         if not prefect_server.is_healthy(api):
@@ -155,9 +163,24 @@ def _schedule(args: argparse.Namespace) -> int:
         info.update(started_server=started, server_pid=record.pid,
                     stop="segen schedule --stop-server")
     info["api_url"] = api
+    if info["pool"] is not None:
+        _deploy_on_pool(args, info)
+        _announce(info, args.json)
+        return 0
     _announce(info, args.json)
     _serve(args, info)
     return 0
+
+
+def _deploy_on_pool(args: argparse.Namespace, info: dict[str, Any]) -> None:
+    from segen.cli.main import flow_on_pool, params_path
+    from segen.pipeline.deployment import schedule_on_pool
+
+    target = flow_on_pool("flows/retrain.py:retrain", "segen-retrain", args.name, info["pool"])
+    info["deployment_id"] = str(schedule_on_pool(
+        target, {"project_dir": str(args.project.root), "params_path": params_path(args),
+                 "targets": args.stages}, interval=args.interval, cron=args.cron))
+    info["unschedule"] = f"prefect deployment schedule clear {info['deployment']} -y"
 
 
 def _announce(info: dict[str, Any], as_json: bool) -> None:
@@ -165,6 +188,11 @@ def _announce(info: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(info), flush=True)
         return
     every = f"cron {info['cron']}" if info["cron"] else f"every {info['interval']:g} s"
+    if info["pool"] is not None:
+        print(f"deployed {info['deployment']} ({every}) to work pool {info['pool']} on the "
+              f"Prefect server {info['api_url']}: its workers run each scheduled run; stop "
+              f"the schedule with `{info['unschedule']}`")
+        return
     print(f"serving {info['deployment']} ({every}) on the Prefect server {info['api_url']}")
     if "stop" in info:
         state = "started" if info["started_server"] else "already running"

@@ -101,15 +101,29 @@ def check_pool(client: Any, pool: str) -> None:
                          f"(workers: {seen})")
 
 
-def deploy(target: FlowOnPool) -> Any:
+def deploy(target: FlowOnPool, **options: Any) -> Any:
     """Create or update the deployment from this checkout; returns its id. Loading the flow
-    from its entrypoint imports it here, so a broken flow file fails now."""
+    from its entrypoint imports it here, so a broken flow file fails now. options: more of
+    Flow.deploy's (a schedule, parameters)."""
     from prefect import flow
 
     source = flow.from_source(source=str(target.code_root), entrypoint=target.entrypoint)
     with contextlib.redirect_stdout(io.StringIO()):  # its table of one row, on every run
         return source.deploy(name=target.deployment, work_pool_name=target.pool,
-                             print_next_steps=False, ignore_warnings=True)
+                             print_next_steps=False, ignore_warnings=True, **options)
+
+
+def schedule_on_pool(target: FlowOnPool, parameters: dict[str, Any], *,
+                     interval: float | None, cron: str | None) -> Any:
+    """Deploy the flow to the pool with a schedule: the server creates the runs and the
+    pool's workers run them, one at a time (the runs share the project's data/ and store);
+    nothing here keeps running. Returns the deployment id."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        check_pool(client, target.pool)
+    return deploy(target, parameters=parameters, interval=interval, cron=cron,
+                  concurrency_limit=1, job_variables={"env": _shared_store_env()})
 
 
 def run_on_pool(target: FlowOnPool, project: Project, parameters: dict[str, Any]
@@ -133,16 +147,17 @@ def run_on_pool(target: FlowOnPool, project: Project, parameters: dict[str, Any]
 
 
 def _result_env(results: Path) -> dict[str, str]:
-    """The flow run persists its result where this process reads it back, and shares the
-    cache this process would (its $SEGEN_STORE_URL: a bucket name, no secret; the keys are
-    the worker's own)."""
+    """The flow run persists its result where this process reads it back."""
+    return {"PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+            "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(results), **_shared_store_env()}
+
+
+def _shared_store_env() -> dict[str, str]:
+    """This process's $SEGEN_STORE_URL for the flow run, so that it shares the cache this
+    process would (a bucket name, no secret: the S3 keys are the worker's own)."""
     from segen.pipeline.shared_store import URL_VARIABLE
 
-    env = {"PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
-           "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(results)}
-    if os.environ.get(URL_VARIABLE):
-        env[URL_VARIABLE] = os.environ[URL_VARIABLE]
-    return env
+    return {URL_VARIABLE: os.environ[URL_VARIABLE]} if os.environ.get(URL_VARIABLE) else {}
 
 
 def _wait(client: Any, run_id: Any, pool: str) -> Any:
