@@ -233,6 +233,83 @@ def test_second_promotion_waits_for_the_advisory_lock(stack, tmp_path):
             proc.kill()
 
 
+PROMOTE = """
+import json, sys, time
+from contextlib import contextmanager
+from pathlib import Path
+from segen.config import load_params
+from segen.project import Project
+from segen.registry.promotion import moves
+
+locked, real_commit = moves.model_lock, moves._commit
+
+@contextmanager
+def timed_lock(*args):
+    with locked(*args) as where:
+        start = time.time()
+        yield where
+    print(json.dumps({"held": [start, time.time()], "where": where}), flush=True)
+
+def slow_commit(*args):
+    time.sleep(3)  # the window in which an unserialised second promotion reads champion v1
+    return real_commit(*args)
+
+moves.model_lock, moves._commit = timed_lock, slow_commit
+result = moves.promote(Project.at(Path.cwd()), load_params(Path("params.yaml")), sys.argv[1],
+                       int(sys.argv[2]), force=True, reason="concurrency test")
+print(json.dumps(result), flush=True)
+"""
+
+
+def _register_versions(team: dict[str, str], name: str, count: int, cwd: Path) -> None:
+    _python(f"""
+        import mlflow
+        from mlflow import MlflowClient
+        client = MlflowClient()
+        client.create_registered_model({name!r})
+        with mlflow.start_run() as run:
+            mlflow.log_text("weights", "model/weights.txt")
+        for _ in range({count}):
+            client.create_model_version({name!r}, f"runs:/{{run.info.run_id}}/model",
+                                        run.info.run_id)
+    """, _client_env(team), cwd)
+
+
+def test_two_machines_promoting_at_once_one_wins(stack, tmp_path):
+    """Two project folders (two machines: each has its own file locks) force v2 of one
+    model at the same moment against the PostgreSQL registry. The advisory lock lets one
+    in; it moves the alias while the other waits, which then finds v2 champion already:
+    one promotion, and a history whose events follow one another."""
+    from conftest import TINY, init_project
+
+    _, _, team = stack
+    name = TINY["register"]["model_name"]
+    _register_versions(team, name, 2, tmp_path)
+    first, second = (init_project(tmp_path / f"machine-{m}") for m in "ab")
+    cmd = [sys.executable, "-c", PROMOTE, name]
+    start = subprocess.run([*cmd, "1"], cwd=first, env=_client_env(team), text=True,
+                           capture_output=True, timeout=300)
+    assert start.returncode == 0, start.stderr[-3000:]
+    assert json.loads(start.stdout.splitlines()[-1])["decision"] == "first"
+
+    procs = [subprocess.Popen([*cmd, "2"], cwd=folder, env=_client_env(team), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for folder in (first, second)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    held = [json.loads(out.splitlines()[0]) for out, _ in outs]
+    results = [json.loads(out.splitlines()[-1]) for out, _ in outs]
+    assert sorted(r["decision"] for r in results) == ["already_champion", "forced"]
+    assert all(h["where"].endswith("/mlflow") for h in held)  # the advisory lock, not a file
+    (a_start, a_end), (b_start, b_end) = sorted(h["held"] for h in held)
+    assert b_start >= a_end and a_end - a_start >= 3  # held one after the other
+    history = json.loads(segen_cli("history", name, "--json", cwd=second,
+                                   env=team).stdout.splitlines()[-1])["events"]
+    assert [e["seq"] for e in history] == list(range(1, len(history) + 1))
+    moves = [(e["decision"], e["previous"], e["new"]) for e in history]
+    assert moves == [("first", None, 1), ("forced", 1, 2)], moves
+
+
 def _negative_hash_name(url: str) -> str:
     """A model name whose hashtext is negative: the holder lookup's key arithmetic."""
     import psycopg2
