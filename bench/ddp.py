@@ -1,5 +1,6 @@
-"""U-Net training throughput with 1 process against 2 (unet.processes: torch elastic, gloo on
-the CPU), on this machine's cores; with a GPU, NCCL too.
+"""U-Net (or a generator's) training throughput with 1 process against 2 (unet.processes or
+generative.processes: torch elastic, gloo on the CPU), on this machine's cores; with a GPU,
+NCCL too.
 
 What it measures
   The real train_unet stage body (`tasks.segmenters.TRAIN_TASKS["train_unet"].fn`, no
@@ -12,19 +13,23 @@ What it measures
   - loop images/s: the stage's own train_images_per_second (rank 0's training loops only,
     without validation, checkpoints, logging or start-up).
   The ratio is 2 processes / 1 (above 1: the second process pays).
+  --model dcgan (or any generator kind) measures train_<kind> the same way, with
+  generative.processes and generative.batch_size as the global batch.
   With CUDA: the same stage on the GPU in one process, and one NCCL rank through the
   launcher (processes = 2 needs two GPUs; with one, the NCCL row shows the launcher's cost).
 
 Set-up (not timed): a fresh project under /tmp, version_data/validate/preprocess through
 their task bodies, MLflow's store created once.
 
-Usage:  .venv/bin/python bench/ddp.py [--n-images 160 --image-size 64 --epochs 3 --repeats 2]
-Writes bench/out/ddp.json.
+Usage:  .venv/bin/python bench/ddp.py [--model unet|dcgan|...] [--n-images 160 --image-size 64
+        --epochs 3 --repeats 2]
+Writes bench/out/ddp.json (ddp-<model>.json for a generator).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import shutil
 import sys
 import time
@@ -51,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--model", default="unet", help="unet, or a generator kind (dcgan, "
+                        "vae, ...: its train stage, generative.processes)")
     return parser.parse_args(argv)
 
 
@@ -65,7 +72,9 @@ def prepare(work: Path, args: argparse.Namespace) -> tuple[Any, Any, Any]:
     params_path = init_project(work / "proj", {
         "dataset": {"n_images": args.n_images, "image_size": args.image_size},
         "preprocess": {"image_size": args.image_size},
-        "unet": {"epochs": args.epochs, "batch_size": args.batch_size}})
+        "unet": {"epochs": args.epochs, "batch_size": args.batch_size},
+        "generative": {"batch_size": args.batch_size},
+        **({} if args.model == "unet" else {args.model: {"epochs": args.epochs}})})
     project, params = Project.at(work / "proj"), load_params(params_path)
     configure_tracking(project, params.mlflow)
     ensure_data(project, params.data, params.dataset)
@@ -75,17 +84,26 @@ def prepare(work: Path, args: argparse.Namespace) -> tuple[Any, Any, Any]:
                              preprocess=params.preprocess)
     with start_run(project, "bench-warmup"):  # MLflow's store and experiment: one-off
         pass
-    return project, params.unet, prepared
+    return project, params, prepared
 
 
-def stage_fit(project: Any, prepared: Any, unet: Any) -> tuple[float, dict[str, Any]]:
-    """The stage body from scratch: (wall seconds, its info)."""
+def stage_fit(project: Any, prepared: Any, params: Any, model: str, processes: int
+              ) -> tuple[float, dict[str, Any]]:
+    """The stage body from scratch with `processes` ranks: (wall seconds, its info)."""
+    from tasks.generative import TRAIN_TASKS as GENERATORS
     from tasks.segmenters import TRAIN_TASKS
 
-    for folder in (project.store / "train_unet", project.work / "train_unet"):
+    stage = f"train_{model}"
+    for folder in (project.store / stage, project.work / stage):
         shutil.rmtree(folder, ignore_errors=True)  # no stored hit, no checkpoint to resume
+    if model == "unet":
+        body = functools.partial(TRAIN_TASKS[stage].fn, unet=dataclasses.replace(
+            params.unet, processes=processes))
+    else:
+        body = functools.partial(GENERATORS[stage].fn, generative=dataclasses.replace(
+            params.generative, processes=processes), **{model: getattr(params, model)})
     start = time.perf_counter()
-    result = TRAIN_TASKS["train_unet"].fn(project=project, preprocess=prepared, unet=unet)
+    result = body(project=project, preprocess=prepared)
     return time.perf_counter() - start, result.info
 
 
@@ -100,28 +118,30 @@ def nccl_fit(project: Any, prepared: Any, unet: Any, out: Path) -> tuple[float, 
     return time.perf_counter() - start, info
 
 
-def measure(project: Any, prepared: Any, unet: Any, n_train: int, repeats: int
+def measure(project: Any, prepared: Any, params: Any, model: str, n_train: int, repeats: int
             ) -> dict[str, dict[str, float]]:
     """Median stage and loop images/s per setting, the settings alternating."""
     import torch
 
+    def fit(n: int) -> Any:
+        return lambda: stage_fit(project, prepared, params, model, n)
+
     settings: dict[str, Any] = {}
     if torch.cuda.is_available():
-        settings["1 process (GPU)"] = lambda: stage_fit(project, prepared, unet)
-        settings["1 NCCL rank (launcher)"] = lambda: nccl_fit(project, prepared, unet,
-                                                              project.state / "nccl-out")
+        settings["1 process (GPU)"] = fit(1)
+        if model == "unet":
+            settings["1 NCCL rank (launcher)"] = lambda: nccl_fit(
+                project, prepared, params.unet, project.state / "nccl-out")
         if torch.cuda.device_count() >= 2:
-            two = dataclasses.replace(unet, processes=2)
-            settings["2 NCCL ranks"] = lambda: stage_fit(project, prepared, two)
+            settings["2 NCCL ranks"] = fit(2)
     else:
         for n in (1, 2):
-            settings[f"{n} process{'es' * (n > 1)} (CPU)"] = \
-                lambda p=dataclasses.replace(unet, processes=n): stage_fit(project, prepared, p)
+            settings[f"{n} process{'es' * (n > 1)} (CPU)"] = fit(n)
     runs: dict[str, list[tuple[float, dict[str, Any]]]] = {name: [] for name in settings}
     for _ in range(repeats):
         for name, run in settings.items():
             runs[name].append(run())
-    images = unet.epochs * n_train
+    images = getattr(params, model).epochs * n_train
     return {name: {"stage_images_per_s": images / median(s for s, _ in done),
                    "loop_images_per_s": median(i["train_images_per_second"] for _, i in done),
                    "stage_seconds": median(s for s, _ in done)}
@@ -137,9 +157,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from segen.data.arrays import open_split
 
-    project, unet, prepared = prepare(work, args)
+    project, params, prepared = prepare(work, args)
     n_train = len(open_split(prepared, "train")[2])
-    figures = measure(project, prepared, unet, n_train, args.repeats)
+    figures = measure(project, prepared, params, args.model, n_train, args.repeats)
     names = list(figures)
     ratios = {f"{names[i]} / {names[0]}": {
         k: figures[names[i]][k] / figures[names[0]][k]
@@ -149,14 +169,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for name, f in figures.items()]
     rows += [(name, f"stage x{r['stage_images_per_s']:.2f}   loop x{r['loop_images_per_s']:.2f}")
              for name, r in ratios.items()]
-    print(table(rows, f"U-Net training, {n_train} train images of {args.image_size} px, "
+    what = "U-Net" if args.model == "unet" else f"{args.model} (generative.processes)"
+    print(table(rows, f"{what} training, {n_train} train images of {args.image_size} px, "
                       f"{args.epochs} epochs, global batch {args.batch_size}, median of "
                       f"{args.repeats}; {torch.get_num_threads()} threads"))
     if warning:
         print(warning)
     result = {"args": vars(args), "n_train": n_train, "figures": figures, "ratios": ratios,
               "machine": machine(), "warning": warning}
-    print("wrote", write_json("ddp", result))
+    print("wrote", write_json("ddp" if args.model == "unet" else f"ddp-{args.model}", result))
     return result
 
 

@@ -291,10 +291,16 @@ class GenerativeParams:
     eval_samples: Annotated[Int, Field(ge=4)]  # generated images per evaluation
     cyclegan_domain_column: Name  # manifest.csv column whose two values are the domains
     divergence: DivergenceParams
+    # training processes of every generator (torch elastic, one GPU each on GPUs); each rank
+    # trains on its slice of every batch of batch_size, so the global batch is one process's
+    processes: Count
 
     @model_validator(mode="after")
     def _size(self) -> GenerativeParams:
         _check_gen_size("image_size", self.image_size)
+        if self.batch_size < 2 * self.processes:
+            _fail(("batch_size", self.batch_size, f">= 2 x processes = {2 * self.processes} "
+                   "(each process's slice of a batch needs two images for batch norm)"))
         return self
 
 

@@ -37,7 +37,7 @@ def train_generative(name: str, *, project: Project, preprocess: StageResult,
                      generative: GenerativeParams, out: Path, key: str,
                      **section: Any) -> StageOutput:
     """Train (or resume) one generator; publishes generator.pt, generator.json, samples.png."""
-    from segen.engines.gen_trainer import fit
+    from segen.engines.gen_ranks import fit  # here, or on generative.processes
 
     kind = name.removeprefix("train_")
     return StageOutput(fit(project, kind, preprocess, generative, section[kind], out, key))

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from models.generative.noise import per_row
+
 OPERATIONS = ("color", "translation", "cutout")
 TRANSLATION_RATIO = 0.125  # shift by up to 1/8 of the side, zero padded (the paper's)
 CUTOUT_RATIO = 0.5  # erase a square of half the side (the paper's)
@@ -32,7 +34,8 @@ def diff_augment(x: Tensor, policy: tuple[str, ...],
 
 def _uniform(x: Tensor, generator: torch.Generator | None) -> Tensor:
     """(B, 1, 1, 1) uniform [0, 1) per image."""
-    return torch.rand(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype, generator=generator)
+    return per_row(x.shape[0], 1, 1, 1, normal=False, device=x.device, dtype=x.dtype,
+                   generator=generator)
 
 
 def color(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -50,7 +53,7 @@ def translation(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     b, _, h, w = x.shape
     limits = torch.tensor([int(w * TRANSLATION_RATIO + 0.5), int(h * TRANSLATION_RATIO + 0.5)],
                           device=x.device)
-    rand = torch.rand(b, 2, device=x.device, generator=generator)
+    rand = per_row(b, 2, normal=False, device=x.device, generator=generator)
     shift = (rand * (2 * limits + 1)).floor() - limits  # (B, 2) integers in [-limit, limit]
     theta = torch.zeros(b, 2, 3, device=x.device, dtype=x.dtype)
     theta[:, 0, 0] = theta[:, 1, 1] = 1
@@ -65,7 +68,7 @@ def cutout(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     (it may hang over the border, as the paper's does)."""
     b, _, h, w = x.shape
     size_h, size_w = int(h * CUTOUT_RATIO + 0.5), int(w * CUTOUT_RATIO + 0.5)
-    rand = torch.rand(b, 2, device=x.device, generator=generator)
+    rand = per_row(b, 2, normal=False, device=x.device, generator=generator)
     top = (rand[:, 0] * (h + 1 - size_h % 2)).floor() - size_h // 2  # (B,) may be < 0
     left = (rand[:, 1] * (w + 1 - size_w % 2)).floor() - size_w // 2
     rows = torch.arange(h, device=x.device)[None, :]  # (1, H)

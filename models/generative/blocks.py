@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.generative.noise import per_row
+
 NORMS = ("batch", "layer", "instance", "none")
 Optimizers = dict[str, torch.optim.Optimizer]  # one per param_groups entry
 Batch = dict[str, Tensor]  # "image" (B, C, S, S), "label" (B,), "mask" (B, S, S), "domain" (B,)
@@ -219,7 +221,7 @@ def dcgan_init(module: nn.Module) -> None:
 def randn(n: int, dim: int, like: nn.Module, generator: torch.Generator | None) -> Tensor:
     """(n, dim) standard normal latents on `like`'s device, drawn with `generator`."""
     device = next(like.parameters()).device
-    return torch.randn(n, dim, device=device, generator=generator)
+    return per_row(n, dim, normal=True, device=device, generator=generator)
 
 
 def step(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from models.generative.noise import per_row
+
 
 def d_loss_bce(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     """GAN discriminator loss (Goodfellow et al. 2014, Eq. 1), to minimise:
@@ -74,8 +76,8 @@ def gradient_penalty(
     Alg. 1: x_hat = eps * x + (1 - eps) * G(z), eps ~ U[0, 1] per sample. The graph is
     kept (create_graph) so the penalty trains the critic. critic: (B, ...) -> (B,).
     """
-    eps = torch.rand(real.shape[0], *([1] * (real.ndim - 1)), device=real.device,
-                     generator=generator, dtype=real.dtype)
+    eps = per_row(real.shape[0], *([1] * (real.ndim - 1)), normal=False, device=real.device,
+                  dtype=real.dtype, generator=generator)
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
     norms = grad.flatten(1).norm(2, dim=1)  # (B,)

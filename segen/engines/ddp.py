@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segen.config import as_dict
 from segen.engines.loop import DivergenceError
+from segen.faults import failpoint
 
 # Group restarts after a rank dies, each resuming from the last checkpoint. One: a rank that
 # raises (a bug, a divergence) fails the same way again, so more would only repeat it.
@@ -75,6 +77,29 @@ def all_sum(values: Any) -> Any:
 
     dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
+
+
+def section_ref(params: Any) -> list[Any]:
+    """A params section as a job file carries it: [its class, its values]."""
+    return [f"{type(params).__module__}:{type(params).__qualname__}", as_dict(params)]
+
+
+def params_section(name: str, values: dict[str, Any]) -> Any:
+    """The params section a rank was handed (validated again by its class)."""
+    module, _, cls = name.partition(":")
+    return getattr(importlib.import_module(module), cls)(**values)
+
+
+def follower_epoch_end(ranks: Ranks) -> Any:
+    """A rank's end of epoch but rank 0's: wait while rank 0 validates (or samples) and
+    logs. Rank 1 may die here once (the failpoint of the restart tests), not after its
+    restart."""
+    def wait(trainer: Any) -> None:
+        barrier()
+        if ranks.rank == 1 and ranks.restart == 0:
+            failpoint("ddp.rank1_epoch")
+
+    return wait
 
 
 # ---- the stage's side ------------------------------------------------------------------

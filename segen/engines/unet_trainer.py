@@ -3,7 +3,6 @@ one trainer for every network of models.segmentation; imported only when a stage
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,15 @@ from models.losses import ce_dice_loss
 from models.metrics import SegmentationAccumulator
 from segen.config import SegmenterTrainingParams, as_dict, height_width
 from segen.data.arrays import dataset_meta
-from segen.engines.ddp import Ranks, all_sum, barrier, launch
+from segen.engines.ddp import (
+    Ranks,
+    all_sum,
+    barrier,
+    follower_epoch_end,
+    launch,
+    params_section,
+    section_ref,
+)
 from segen.engines.loop import (
     LoopResult,
     check_finite,
@@ -31,7 +38,6 @@ from segen.engines.segmentation_data import (
     train_dataset,
     train_transform,
 )
-from segen.faults import failpoint
 from segen.pipeline.store import StageResult
 from segen.project import Project
 from segen.serving.device import pick_device
@@ -209,8 +215,7 @@ def fit_across_processes(project: Project, preprocess: StageResult,
     work = checkpoint_path(project, stage, key).parent / "ranks"
     job = {"root": str(project.root), "stage": stage, "key": key, "out": str(out),
            "work": str(work), "tags": tags,
-           "params": [f"{type(params).__module__}:{type(params).__qualname__}",
-                      as_dict(params)],
+           "params": section_ref(params),
            "preprocess": dataclasses.asdict(preprocess),
            "extra_train": extra_train and dataclasses.asdict(extra_train)}
     result = launch(f"{__name__}:train_rank", job, params.processes, work,
@@ -223,7 +228,7 @@ def train_rank(job: dict[str, Any], ranks: Ranks) -> dict[str, Any] | None:
     """One rank of fit_across_processes: rank 0 runs fit()'s loop; the others train the same
     epochs and wait for rank 0's validation at the end of each."""
     project, stage, key, work = Project.at(job["root"]), job["stage"], job["key"], Path(job["work"])
-    params = _section(*job["params"])
+    params = params_section(*job["params"])
     preprocess = StageResult(**job["preprocess"])
     extra = job["extra_train"] and StageResult(**job["extra_train"])
     meta = dataset_meta(preprocess)
@@ -232,7 +237,7 @@ def train_rank(job: dict[str, Any], ranks: Ranks) -> dict[str, Any] | None:
                       split_dataset(preprocess, "val"), meta.get("class_weights"), ranks)
     if not ranks.main:
         follow_epochs(project, stage, key, trainer, params.epochs, before=barrier,
-                      end_of_epoch=_follower_epoch_end(ranks))
+                      end_of_epoch=follower_epoch_end(ranks))
         return None
 
     def resumed(epoch: int) -> None:
@@ -250,12 +255,6 @@ def train_rank(job: dict[str, Any], ranks: Ranks) -> dict[str, Any] | None:
             "processes": ranks.world, "restarts": ranks.restart}
 
 
-def _section(name: str, values: dict[str, Any]) -> SegmenterTrainingParams:
-    """The params section a rank was handed (validated again by its class)."""
-    module, _, cls = name.partition(":")
-    return getattr(importlib.import_module(module), cls)(**values)
-
-
 def _then_release(end_of_epoch: Any) -> Any:
     """Rank 0's end of epoch: validation runs once, here, while the other ranks wait."""
     def run(trainer: Trainer, losses: dict[str, float], mlflow_run: Any) -> dict[str, float]:
@@ -264,15 +263,6 @@ def _then_release(end_of_epoch: Any) -> Any:
         return scores
 
     return run
-
-
-def _follower_epoch_end(ranks: Ranks) -> Any:
-    def wait(trainer: Trainer) -> None:
-        barrier()  # rank 0 validates
-        if ranks.rank == 1 and ranks.restart == 0:  # dies once, not again after its restart
-            failpoint("ddp.rank1_epoch")
-
-    return wait
 
 
 def _loop_args(stage: str, key: str, params: SegmenterTrainingParams, meta: dict[str, Any],

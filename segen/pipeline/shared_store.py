@@ -22,12 +22,12 @@ fails with a message naming it, not a traceback.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import uuid
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,13 @@ class SharedStoreError(ValueError):
 def shared_store() -> "SharedStore | None":
     """The store $SEGEN_STORE_URL names, or None (the local store alone)."""
     url = os.environ.get(URL_VARIABLE, "").strip()
-    return SharedStore.parse(url) if url else None
+    return _store(url, os.environ.get("AWS_ENDPOINT_URL") or None) if url else None
+
+
+@functools.lru_cache(maxsize=8)
+def _store(url: str, endpoint: str | None) -> "SharedStore":
+    """One per URL and endpoint: its S3 client (thread-safe) is made once per process."""
+    return SharedStore.parse(url, endpoint)
 
 
 @dataclass(frozen=True)
@@ -57,13 +63,13 @@ class SharedStore:
     endpoint: str | None = field(default=None)
 
     @classmethod
-    def parse(cls, url: str) -> "SharedStore":
+    def parse(cls, url: str, endpoint: str | None = None) -> "SharedStore":
         if not url.startswith("s3://") or not url[5:].split("/")[0]:
             raise SharedStoreError(f"{URL_VARIABLE}={url!r}: expected s3://BUCKET[/PREFIX] "
                                    "(team.env of `segen team up` sets it), or unset it to "
                                    "keep the cache in this project alone")
         bucket, _, prefix = url[5:].partition("/")
-        return cls(bucket, prefix.strip("/"), os.environ.get("AWS_ENDPOINT_URL") or None)
+        return cls(bucket, prefix.strip("/"), endpoint)
 
     @property
     def url(self) -> str:
@@ -164,7 +170,7 @@ class SharedStore:
                 Bucket=self.bucket, Key=self._key("prefect", kind, key)))
 
     # -- calls ----------------------------------------------------------------------------
-    @cached_property
+    @functools.cached_property
     def _client(self) -> Any:
         import boto3
 
