@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--model", default="unet", help="unet, or a generator kind (dcgan, "
                         "vae, ...: its train stage, generative.processes)")
+    parser.add_argument("--width", type=int, help="a generator's width (default: params.yaml)")
     return parser.parse_args(argv)
 
 
@@ -74,7 +75,8 @@ def prepare(work: Path, args: argparse.Namespace) -> tuple[Any, Any, Any]:
         "preprocess": {"image_size": args.image_size},
         "unet": {"epochs": args.epochs, "batch_size": args.batch_size},
         "generative": {"batch_size": args.batch_size},
-        **({} if args.model == "unet" else {args.model: {"epochs": args.epochs}})})
+        **({} if args.model == "unet" else {args.model: {
+            "epochs": args.epochs, **({"width": args.width} if args.width else {})}})})
     project, params = Project.at(work / "proj"), load_params(params_path)
     configure_tracking(project, params.mlflow)
     ensure_data(project, params.data, params.dataset)
