@@ -84,6 +84,23 @@ def test_a_half_uploaded_key_is_a_miss(shared, tmp_path: Path) -> None:
     assert Path(fetched.path, "model.pt").read_text() == "whole"
 
 
+@pytest.mark.parametrize("marker", [b"not json", b'{"upload": 1}',
+                                    b'{"upload": "artifacts/s/k/u", "files": {"../../x": 1}}',
+                                    b'{"upload": "artifacts/other/k/u", "files": {}}'])
+def test_a_broken_or_hostile_marker_is_a_miss_then_overwritten(shared, tmp_path: Path,
+                                                                marker: bytes) -> None:
+    """A marker segen did not write (garbage, or paths out of the key folder) is never
+    followed: a miss, and the next publisher's marker replaces it."""
+    shared._client.put_object(Bucket=shared.bucket, Key=shared._key("artifacts/s/k.json"),
+                              Body=marker)
+    store = ArtifactStore(tmp_path / "a", shared)
+    assert store.load("s", "k") is None
+    assert not (tmp_path / "x").exists() and not (tmp_path / "a" / "s" / "k").exists()
+    _publish(store, {"out.txt": "good"})
+    fetched = ArtifactStore(tmp_path / "b", shared).load("s", "k")
+    assert Path(fetched.path, "out.txt").read_text() == "good"
+
+
 def test_two_uploads_of_one_key_never_mix(shared, tmp_path: Path, monkeypatch) -> None:
     """Two machines trained one key at once (different weights) and each looked before the
     other's marker landed: the marker that lands last names one whole set, its files and

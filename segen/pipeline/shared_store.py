@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ def _store(url: str, endpoint: str | None) -> "SharedStore":
 class SharedStore:
     bucket: str
     prefix: str  # no leading or trailing slash; may be empty
-    endpoint: str | None = field(default=None)
+    endpoint: str | None = None
 
     @classmethod
     def parse(cls, url: str, endpoint: str | None = None) -> "SharedStore":
@@ -84,11 +84,30 @@ class SharedStore:
 
     def has(self, stage: str, key: str) -> bool:
         """Whether the bucket holds the key's commit marker (so a complete file set)."""
-        return self._get(self._marker(stage, key)) is not None
+        return self._read_marker(stage, key) is not None
 
     def _read_marker(self, stage: str, key: str) -> dict[str, Any] | None:
-        body = self._get(self._marker(stage, key))
-        return None if body is None else json.loads(body)
+        """The key's commit marker, or None when there is none or it is not one segen wrote
+        (not JSON, or a path that leaves the key folder): a miss, which the next publisher
+        of the key overwrites."""
+        name = self._marker(stage, key)
+        body = self._get(name)
+        if body is None:
+            return None
+        try:
+            marker = json.loads(body)
+            files = {str(path): int(size) for path, size in marker["files"].items()}
+            upload = str(marker["upload"])
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            log.warning("%s/%s is not a commit marker (%s): treated as not stored", self.url,
+                        name, type(err).__name__)
+            return None
+        unsafe = [p for p in files if p.startswith("/") or ".." in p.split("/")]
+        if unsafe or not upload.startswith(f"artifacts/{stage}/{key}/"):
+            log.warning("%s/%s names paths outside its key folder (%s): treated as not "
+                        "stored", self.url, name, (unsafe or [upload])[0][:100])
+            return None
+        return {"upload": upload, "files": files}
 
     def _get(self, name: str) -> bytes | None:
         """The object's bytes, or None when there is none."""
@@ -126,14 +145,13 @@ class SharedStore:
         key already committed is kept."""
         if self.has(stage, key):
             return
-        upload = self._key("artifacts", stage, key, uuid.uuid4().hex)
+        upload = f"artifacts/{stage}/{key}/{uuid.uuid4().hex}"  # under the prefix
         files = {p.relative_to(folder).as_posix(): p.stat().st_size
                  for p in sorted(folder.rglob("*")) if p.is_file()}
         for relative in files:
             self._call(lambda: self._client.upload_file(
-                str(folder / relative), self.bucket, f"{upload}/{relative}"))
-        marker = json.dumps({"upload": upload.removeprefix(self.prefix).lstrip("/"),
-                             "files": files}).encode()
+                str(folder / relative), self.bucket, self._key(upload, relative)))
+        marker = json.dumps({"upload": upload, "files": files}).encode()
         self._call(lambda: self._client.put_object(Bucket=self.bucket,
                                                    Key=self._marker(stage, key), Body=marker))
 
