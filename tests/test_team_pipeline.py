@@ -120,7 +120,10 @@ def test_retrain_and_a_schedule_run_through_the_worker(team, tmp_path):
     """`segen retrain` runs the retraining flow on the pool's worker (it trains, registers
     and gates); `segen schedule` deploys it to the pool with its schedule and returns at
     once, and the worker runs the scheduled runs (nothing changed: the run ends at once)."""
-    project = init_project(tmp_path / "proj")
+    # its own model and store prefix: the first test's project has the same data and
+    # params, so through the shared store its stages would all be hits here
+    project = init_project(tmp_path / "proj", {"register": {"model_name": "retrain-unet"}})
+    team = {**team, "SEGEN_STORE_URL": team["SEGEN_STORE_URL"] + "/retrain-test"}
     done = segen_cli("retrain", *TARGETS, "--json", cwd=project, env=team)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     report = json.loads(done.stdout.splitlines()[-1])
