@@ -90,6 +90,7 @@ def test_pipeline_runs_through_the_worker_then_all_hits(team, tmp_path):
     assert "Finished in state Completed()" in messages, messages
     assert len({log.task_run_id for log in logs if log.task_run_id}) >= 6  # each stage's
     _assert_registered(team, summary)
+    _assert_champion_loads_fresh(team, summary["models"][0]["name"], tmp_path)
     _assert_data_in_bucket(team, summary["data_version"])
 
     again, second_id, _ = _run(project, team)
@@ -187,6 +188,26 @@ def _assert_registered(team: dict[str, str], summary: dict) -> None:
     assert version.tags["segen.data_version"] == summary["data_version"]
     keys = {s["name"]: s["key"] for s in summary["stages"]}
     assert version.tags["segen.key.train_unet"] == keys["train_unet"]
+
+
+_LOAD_CHAMPION = """
+import json, sys
+import mlflow, numpy as np
+model = mlflow.pyfunc.load_model(f"models:/{sys.argv[1]}@champion")
+masks = model.predict(np.zeros((2, 20, 30, 3), dtype=np.uint8))
+print(json.dumps({"shape": list(masks.shape)}))
+"""
+
+
+def _assert_champion_loads_fresh(team: dict[str, str], name: str, tmp_path: Path) -> None:
+    """The champion, its files in the bucket, loads and predicts in a fresh interpreter that
+    knows only the tracking URI (no S3 keys: MLflow's server proxies the artifacts)."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path),
+           "MLFLOW_TRACKING_URI": team["MLFLOW_TRACKING_URI"]}
+    done = subprocess.run([sys.executable, "-c", _LOAD_CHAMPION, name], cwd=tmp_path,
+                          env=env, text=True, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"shape": [2, 20, 30]}
 
 
 def _assert_data_in_bucket(team: dict[str, str], md5: str) -> None:
