@@ -69,7 +69,7 @@ def child(mode: str, data: Path, out: Path) -> None:
         prepared = SimpleNamespace(path=str(out))
         unet = dataclasses.replace(params.unet, depth=2, base_width=4, epochs=1, batch_size=8,
                                    crop_size=256)
-        train = train_dataset(prepared, None, train_transform(256, True))
+        train = train_dataset(prepared, None, train_transform(256, True, 0.0))
         trainer = Trainer(segmenter_config(dataset_meta(prepared), unet), unet, train,
                           split_dataset(prepared, "val"), None)
         trainer.train_epoch(tqdm(disable=True))

@@ -133,6 +133,9 @@ class SegmenterTrainingParams:
     weight_decay: Weight
     dice_weight: Weight
     augment: Bool
+    # std in pixels of the elastic deformation's coarse 3 x 3 displacements (Ronneberger et
+    # al. 2015 use 10); 0: off
+    elastic_px: Annotated[Float, Field(ge=0)]
     # random training crops: an int (square) or [height, width]; null: whole images
     crop_size: Size | HeightWidth | None
     # sliding-window inference (segen/serving/tiling.py): tiles of this size, written to the

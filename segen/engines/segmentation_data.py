@@ -58,15 +58,41 @@ class RandomTurn(v2.Transform):
         return tv_tensors.wrap(inpt.rot90(params["turns"], (-2, -1)), like=inpt)
 
 
-def train_transform(crop_size: int | list[int] | None, augment: bool) -> v2.Compose | None:
-    """Random crops (padded with the ignored label where an image is smaller), then flips and
-    turns; None when there is nothing to do."""
+class CoarseElastic(v2.ElasticTransform):
+    """The U-Net paper's elastic deformation (Ronneberger et al. 2015, Sec. 3.1): random
+    displacements on a coarse 3 x 3 grid, drawn from N(0, std_px) pixels and smoothed to
+    every pixel by bicubic interpolation. torchvision's ElasticTransform then warps the image
+    (bilinear) and the mask (nearest) by that field; pixels pulled from outside the input
+    become 0 in the image and the ignored label in the mask. Its own displacement (blurred
+    per-pixel noise) would need an 8-sigma Gaussian kernel per image for deformations this
+    smooth: ~170 ms for a 256 px crop on one core, against a few ms here."""
+
+    def __init__(self, std_px: float, grid: int = 3):
+        super().__init__(fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX})
+        self.std_px, self.grid = std_px, grid
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = v2.functional.get_size(
+            next(x for x in flat_inputs if isinstance(x, (tv_tensors.Image, tv_tensors.Mask))))
+        coarse = torch.randn(1, 2, self.grid, self.grid) * self.std_px  # (dx, dy) in pixels
+        dense = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic",
+                                                align_corners=True)
+        per_unit = torch.tensor([2.0 / width, 2.0 / height]).view(1, 2, 1, 1)  # grid units
+        return {"displacement": (dense * per_unit).permute(0, 2, 3, 1)}  # (1, H, W, 2)
+
+
+def train_transform(crop_size: int | list[int] | None, augment: bool,
+                    elastic_px: float) -> v2.Compose | None:
+    """Random crops (padded with the ignored label where an image is smaller), then flips,
+    turns and (elastic_px > 0) an elastic deformation; None when there is nothing to do."""
     steps: list[Any] = []
     if crop_size:
         steps.append(v2.RandomCrop(height_width(crop_size), pad_if_needed=True,
                                    fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}))
     if augment:
         steps += [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(), RandomTurn()]
+    if elastic_px > 0:
+        steps.append(CoarseElastic(elastic_px))
     return v2.Compose(steps) if steps else None
 
 

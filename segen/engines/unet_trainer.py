@@ -193,7 +193,7 @@ def fit(project: Project, preprocess: StageResult, params: SegmenterTrainingPara
         return fit_across_processes(project, preprocess, params, out, key, stage=stage,
                                     extra_train=extra_train, tags=tags)
     train = train_dataset(preprocess, extra_train,
-                          train_transform(params.crop_size, params.augment))
+                          train_transform(params.crop_size, params.augment, params.elastic_px))
     trainer = Trainer(segmenter_config(meta, params), params, train,
                       split_dataset(preprocess, "val"), meta.get("class_weights"))
     done = run_epochs(project, stage, key, trainer, params.epochs,
@@ -232,7 +232,7 @@ def train_rank(job: dict[str, Any], ranks: Ranks) -> dict[str, Any] | None:
     preprocess = StageResult(**job["preprocess"])
     extra = job["extra_train"] and StageResult(**job["extra_train"])
     meta = dataset_meta(preprocess)
-    train = train_dataset(preprocess, extra, train_transform(params.crop_size, params.augment))
+    train = train_dataset(preprocess, extra, train_transform(params.crop_size, params.augment, params.elastic_px))
     trainer = Trainer(segmenter_config(meta, params), params, train,
                       split_dataset(preprocess, "val"), meta.get("class_weights"), ranks)
     if not ranks.main:
