@@ -277,8 +277,8 @@ def test_synthetic_pairs_train_the_unet(tmp_path: Path) -> None:
     _check_pair_grid(out / "grid.png", images, masks)
 
     unet = UNetParams(depth=2, base_width=4, epochs=1, batch_size=4, lr=0.003,
-                      weight_decay=0.0, dice_weight=1.0, augment=False, crop_size=None,
-                      tile_size=None, tile_overlap=0.5, seed=0, processes=1)
+                      weight_decay=0.0, dice_weight=1.0, augment=False, elastic_px=0.0,
+                      crop_size=None, tile_size=None, tile_overlap=0.5, seed=0, processes=1)
     trained = tmp_path / "unet"
     trained.mkdir()
     info = fit(project, preprocess, unet, trained, "k", stage="train_unet_synthetic",
