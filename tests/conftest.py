@@ -119,6 +119,21 @@ def prefect_harness():
         yield
 
 
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, prefect_harness):
+    """(Project, preprocess StageResult) of a tiny project with its preprocess stage run, one
+    per test module (each test trains its own key)."""
+    from flows.pipeline import pipeline
+    from segen.pipeline.store import StageResult
+    from segen.project import Project
+
+    root = init_project(tmp_path_factory.mktemp("prepared") / "proj")
+    pipeline(str(root), str(root / "params.yaml"), ["preprocess"])
+    project = Project.at(root)
+    preprocess = StageResult.from_json(project.pointer("preprocess").read_text(), project.store)
+    return project, preprocess
+
+
 @pytest.fixture(autouse=True)
 def _restore_environ():
     saved = dict(os.environ)

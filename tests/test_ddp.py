@@ -20,26 +20,13 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import init_project, write_params
+from conftest import write_params
 
 from segen.config import UNetParams, load_params
 from segen.project import Project
 from segen.tracking import client, configure_tracking
 
 TOLERANCE = 1e-10  # float64: the reference and the ranks differ only in summation order
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory, prefect_harness) -> tuple[Project, Any]:
-    """A tiny project with its preprocess stage run (shared: each test trains its own key)."""
-    from flows.pipeline import pipeline
-    from segen.pipeline.store import StageResult
-
-    root = init_project(tmp_path_factory.mktemp("ddp") / "proj")
-    pipeline(str(root), str(root / "params.yaml"), ["preprocess"])
-    project = Project.at(root)
-    preprocess = StageResult.from_json(project.pointer("preprocess").read_text(), project.store)
-    return project, preprocess
 
 
 def _unet(project: Project, **changes: Any) -> UNetParams:

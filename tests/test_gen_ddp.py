@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import init_project, write_params
+from conftest import write_params
 
 from segen.config import load_params
 from segen.project import Project
@@ -26,19 +26,6 @@ from segen.tracking import client, configure_tracking
 
 pytestmark = pytest.mark.slow
 TOLERANCE = 1e-10  # float64: one process and two ranks differ only in summation order
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory, prefect_harness) -> tuple[Project, Any]:
-    """A tiny project with its preprocess stage run (each test trains its own key)."""
-    from flows.pipeline import pipeline
-    from segen.pipeline.store import StageResult
-
-    root = init_project(tmp_path_factory.mktemp("gen-ddp") / "proj")
-    pipeline(str(root), str(root / "params.yaml"), ["preprocess"])
-    project = Project.at(root)
-    preprocess = StageResult.from_json(project.pointer("preprocess").read_text(), project.store)
-    return project, preprocess
 
 
 def _sections(project: Project, kind: str, processes: int, **changes: Any) -> tuple[Any, Any]:
