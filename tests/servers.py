@@ -23,7 +23,8 @@ from segen.env import TELEMETRY_OFF
 from segen.team.processes import free_port, stop_group, wait_healthy
 
 BIN = Path(sys.executable).parent
-__all__ = ["free_port", "mlflow_server", "prefect_server", "s3_server", "wait_healthy"]
+__all__ = ["bucket_keys", "free_port", "mlflow_server", "prefect_server", "s3_client",
+           "s3_server", "wait_healthy"]
 
 
 @contextmanager
@@ -90,3 +91,20 @@ def s3_server(root: Path, bucket: str = "segen", timeout: float = 120
                   f"{endpoint}/moto-api/", root / "moto.log", timeout):
         create_bucket(endpoint, env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], bucket)
         yield env
+
+
+def s3_client(env: dict[str, str]):
+    """A boto3 S3 client from the variables a team.env (or s3_server) sets."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"],
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                        region_name=env["AWS_DEFAULT_REGION"])
+
+
+def bucket_keys(env: dict[str, str], bucket: str, prefix: str) -> list[str]:
+    """Every object key under prefix in the bucket."""
+    pages = s3_client(env).get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                      Prefix=prefix)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]

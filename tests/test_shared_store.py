@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import UNET, git, init_project, segen_cli, statuses
-from servers import free_port, s3_server
+from servers import bucket_keys, free_port, s3_server
 
 from segen.pipeline.shared_store import SharedStore, SharedStoreError, shared_store
 from segen.pipeline.store import ArtifactStore
@@ -180,16 +180,6 @@ def test_a_second_clone_runs_all_cached_through_the_bucket(s3, tmp_path: Path) -
     assert summary["data_source"] == "pulled"
     trained = next(s for s in summary["stages"] if s["name"] == "train_unet")
     assert any((second / ".segen/store/train_unet" / trained["key"]).iterdir())
-    keys = {k.split("/")[-1] for k in _bucket_names(s3, "pipeline/prefect/records/")}
+    keys = {k.split("/")[-1] for k in bucket_keys(s3, BUCKET, "pipeline/prefect/records/")}
     assert {s["key"] for s in summary["stages"]} <= keys  # Prefect's records are shared
 
-
-def _bucket_names(s3: dict[str, str], prefix: str) -> list[str]:
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT_URL"],
-                          aws_access_key_id=s3["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=s3["AWS_SECRET_ACCESS_KEY"],
-                          region_name=s3["AWS_DEFAULT_REGION"])
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-    return [o["Key"] for page in pages for o in page.get("Contents", [])]

@@ -22,6 +22,7 @@ from typing import Iterator
 
 import pytest
 from conftest import segen_cli
+from servers import bucket_keys
 
 from segen.team.processes import pid_alive, port_open, start_group, stop_group
 from segen.team.stack import read_env
@@ -120,7 +121,7 @@ def test_mlflow_rows_in_postgres_files_in_bucket_model_loads_fresh(stack, tmp_pa
         print(run.info.run_id)
     """, _client_env(team), tmp_path).split()[-1]
     _assert_rows_in_postgres(team["SEGEN_LOCK_DATABASE_URL"], run_id)
-    keys = _bucket_keys(team, state["bucket"], "mlflow/")
+    keys = bucket_keys(team, state["bucket"], "mlflow/")
     assert any(k.endswith("/MLmodel") for k in keys), keys
     fresh = {"PATH": os.environ["PATH"], "HOME": str(tmp_path),
              "MLFLOW_TRACKING_URI": team["MLFLOW_TRACKING_URI"]}  # no S3 keys: the proxy
@@ -141,17 +142,6 @@ def _assert_rows_in_postgres(url: str, run_id: str) -> None:
         cur.execute("SELECT version, run_id FROM model_versions WHERE name = %s", (MODEL,))
         assert cur.fetchall() == [(1, run_id)]
     conn.close()
-
-
-def _bucket_keys(team: dict[str, str], bucket: str, prefix: str) -> list[str]:
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=team["AWS_ENDPOINT_URL"],
-                      aws_access_key_id=team["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=team["AWS_SECRET_ACCESS_KEY"],
-                      region_name=team["AWS_DEFAULT_REGION"])
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
 def _run(*cmd: str, cwd: Path, env: dict[str, str]) -> None:
@@ -181,7 +171,7 @@ def test_dvc_push_then_pull_into_a_fresh_clone(stack, tmp_path):
     _run(*git, "add", "-A", cwd=repo, env=env)
     _run(*git, "commit", "-qm", "data", cwd=repo, env=env)
     _run(dvc, "push", cwd=repo, env=env)
-    assert _bucket_keys(team, state["bucket"], "dvc/")  # the objects are in the bucket
+    assert bucket_keys(team, state["bucket"], "dvc/")  # the objects are in the bucket
     _run("git", "clone", "-q", str(repo), str(clone), cwd=tmp_path, env=env)
     _run(dvc, "pull", cwd=clone, env=env)
     assert _md5s(clone / "data") == _md5s(repo / "data")

@@ -21,6 +21,7 @@ from uuid import UUID
 
 import pytest
 from conftest import UNET, git, init_project, segen_cli, statuses
+from servers import s3_client
 
 from segen.team.processes import start_group, stop_group
 from segen.team.stack import read_env
@@ -212,14 +213,9 @@ def _assert_champion_loads_fresh(team: dict[str, str], name: str, tmp_path: Path
 
 def _assert_data_in_bucket(team: dict[str, str], md5: str) -> None:
     """DVC pushed the data version to the team's remote: its .dir object is in the bucket."""
-    import boto3
-
     bucket, _, prefix = team["SEGEN_DVC_REMOTE_URL"].removeprefix("s3://").partition("/")
-    s3 = boto3.client("s3", endpoint_url=team["SEGEN_DVC_ENDPOINT_URL"],
-                      aws_access_key_id=team["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=team["AWS_SECRET_ACCESS_KEY"],
-                      region_name=team["AWS_DEFAULT_REGION"])
     key = f"{prefix}/files/md5/{md5[:2]}/{md5[2:]}"
+    s3 = s3_client({**team, "AWS_ENDPOINT_URL": team["SEGEN_DVC_ENDPOINT_URL"]})
     assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
 
 
