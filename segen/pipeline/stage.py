@@ -81,10 +81,10 @@ class Stage:
     def load_valid(self, project: Project, key: str) -> StageResult | None:
         """The stored result for key if it is complete and still holds, else None."""
         result = ArtifactStore.of(project).load(self.name, key)
-        if result is None or (self.still_valid is not None
-                              and not self.still_valid(project, result)):
-            return None
-        return result
+        return result if result is not None and self._holds(project, result) else None
+
+    def _holds(self, project: Project, result: StageResult) -> bool:
+        return self.still_valid is None or self.still_valid(project, result)
 
     @functools.cached_property
     def fn(self) -> Callable[..., StageResult]:
@@ -94,11 +94,12 @@ class Stage:
             inputs = self.given(self.inputs.bind(*args, **kwargs).arguments)
             project: Project = inputs["project"]
             key = self.key(project, inputs)
-            existing = self.load_valid(project, key)
-            if existing is not None:  # e.g. Prefect's record was cleared, the artifact is here
-                return existing
             store = ArtifactStore.of(project)
-            store.discard(self.name, key)  # a stored result that no longer holds: make way
+            stored = store.load(self.name, key)
+            if stored is not None and self._holds(project, stored):
+                return stored  # e.g. Prefect's record was cleared, the artifact is here
+            if stored is not None:  # it no longer holds: make way (here and in the bucket)
+                store.discard(self.name, key)
             with store.staging(self.name) as staged, budget.gpu_slot(self.uses_torch):
                 output = self.body(**inputs, out=staged, key=key)
                 info = {**output.info, "params": _params_of(inputs)}
